@@ -1,0 +1,62 @@
+"""Samplers and pruners by short name, shared by the sweeper and the trials it launches."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "gp": optuna.samplers.GPSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "none": optuna.pruners.NopPruner,
+}
+# A trial is compared with others only after its first fold: a single fold's AP is too noisy to stop on.
+PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 1},
+    "percentile": {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1},
+}
+
+
+class FactoryError(ValueError):
+    pass
+
+
+def make_sampler(name: str, options: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise FactoryError(f"hydra.sweeper.sampler={name}: unknown sampler; choose one of {', '.join(SAMPLERS)}")
+    if name == "gp" and importlib.util.find_spec("torch") is None:
+        raise FactoryError("hydra.sweeper.sampler=gp needs PyTorch: pip install -e '.[gp]' (or choose tpe)")
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise FactoryError("hydra.sweeper.sampler=cmaes needs the cmaes package: pip install cmaes")
+    kwargs = dict(options)
+    if name == "tpe":
+        kwargs.setdefault("multivariate", True)
+        kwargs.setdefault("constant_liar", True)  # parallel workers do not all propose the same point
+    if name == "qmc":
+        kwargs.setdefault("warn_independent_sampling", False)
+    try:
+        return SAMPLERS[name](seed=seed, **kwargs)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise FactoryError(f"hydra.sweeper.sampler={name}: {' '.join(str(exc).split())}") from None
+
+
+def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    if name not in PRUNERS:
+        raise FactoryError(f"hydra.sweeper.pruner={name}: unknown pruner; choose one of {', '.join(PRUNERS)}")
+    kwargs = {**PRUNER_DEFAULTS.get(name, {}), **dict(options)}
+    try:
+        return PRUNERS[name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise FactoryError(f"hydra.sweeper.pruner={name}: {' '.join(str(exc).split())}") from None

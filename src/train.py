@@ -1,0 +1,114 @@
+"""``python -m src.train`` trains and scores one model; ``python -m src.train --multirun`` runs an Optuna study.
+
+Every job is one MLflow run. Under the sweeper a job is a trial (cross-validation on the training split) or the
+final packaging job (refit, test once, register).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import hydra
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from src import tracking
+from src.config import Config, UserError, register_configs, validate
+from src.data import load, split
+from src.evaluation import cross_validate, plots
+from src.model import build_model
+
+register_configs()  # Hydra composes the config before main() runs: the schema must be known first.
+
+
+class ObjectiveError(ValueError):
+    pass
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra's task function: returns the objective, which the sweeper maximises."""
+    typed = validate(cfg)
+    if typed.sweep.stage == "package":
+        from src.registry import package_best
+
+        return package_best(typed, cfg)
+    return train(typed, cfg)
+
+
+def train(cfg: Config, raw_cfg: DictConfig) -> float:
+    """Cross-validate one configuration on the training split and record it as one MLflow run."""
+    data = load(cfg.dataset)
+    parts = split(data, cfg.split, cfg.evaluation)
+    experiment_id = tracking.connect(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    prune_check = None
+    if cfg.sweep.trial_number is not None and cfg.sweep.storage:
+        from hydra_plugins.optuna_mlflow_sweeper._trial import step_reporter
+
+        prune_check = step_reporter(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
+
+    def on_fold(fold: int, mean_so_far: float) -> None:
+        mlflow.log_metric("val_pr_auc_running_mean", mean_so_far, step=fold)
+        if prune_check is not None:
+            prune_check(fold, mean_so_far)
+
+    run_name = f"trial-{cfg.sweep.trial_number:03d}" if cfg.sweep.trial_number is not None else None
+    with tracking.tracked_run(cfg, experiment_id, run_name) as run:
+        mlflow.log_params(tracking.run_params(cfg, data))
+        mlflow.set_tags(tracking.run_tags(cfg, data, "hyperparameter_tuning"))
+        tracking.log_dataset(data, context="training")
+        mlflow.log_dict(OmegaConf.to_container(raw_cfg, resolve=True), "config/config.yaml")
+        result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold)
+        if not math.isfinite(result.pr_auc):
+            raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")
+        metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}
+        if math.isfinite(result.pr_auc_std):
+            metrics["val_pr_auc_std"] = result.pr_auc_std
+        mlflow.log_metrics(metrics)
+        for fold, value in enumerate(result.fold_pr_auc):
+            mlflow.log_metric("val_pr_auc_fold", value, step=fold)
+        if cfg.mlflow.log_plots:
+            y_oof = data.y[result.oof_index]
+            title = f"out-of-fold, {len(parts.folds)} fold(s)"
+            tracking.log_figures(plots(y_oof, result.oof_proba, cfg.evaluation.threshold, title))
+    if cfg.sweep.trial_number is None:
+        print(f"val_pr_auc = {result.pr_auc:.4f} ± {result.pr_auc_std:.4f} (mean ± std over "
+              f"{len(result.fold_pr_auc)} folds of the training split), val_roc_auc = {result.roc_auc:.4f}, "
+              f"fit {result.fit_seconds:.1f} s", file=sys.stderr)
+        tracking.print_run_location(run, cfg.mlflow.tracking_uri)
+    return result.pr_auc
+
+
+def one_line(exc: BaseException) -> str:
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group} '{name}': choose one of {', '.join(exc.options)} (e.g. {group}={exc.options[0]})"
+    text = " ".join(str(exc).split())
+    cause = exc.__cause__
+    if cause is not None and not isinstance(exc, UserError):
+        text += " - " + " ".join(str(cause).split("\n")[0].split())
+    return text
+
+
+def cli() -> None:
+    """Expected errors (bad config, bad data, unreachable stores) end in one line and exit code 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this handler instead of Hydra's printer
+    try:
+        main()
+    except (UserError, HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()
