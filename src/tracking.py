@@ -119,8 +119,8 @@ def _mlflow_dataset(data: Dataset) -> Any:
     if data.sha256 not in _DATASETS:
         source = data.source if Path(data.source).exists() else None
         _DATASETS.clear()
-        with warnings.catch_warnings():  # Class is an integer column on purpose
-            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        with warnings.catch_warnings():  # hints about integer columns and ambiguous local sources: both intended
+            warnings.simplefilter("ignore", category=UserWarning)
             _DATASETS[data.sha256] = mlflow.data.from_pandas(data.frame(), source=source, name=data.name,
                                                              targets="Class")
     return _DATASETS[data.sha256]

@@ -7,11 +7,15 @@ final packaging job (refit, test once, register).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 import os
 import sys
 
 import hydra
 import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import tracking
@@ -30,12 +34,18 @@ class ObjectiveError(ValueError):
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective, which the sweeper maximises."""
-    typed = validate(cfg)
-    if typed.sweep.stage == "package":
-        from src.registry import package_best
+    try:
+        typed = validate(cfg)
+        if typed.sweep.stage == "package":
+            from src.registry import package_best
 
-        return package_best(typed, cfg)
-    return train(typed, cfg)
+            return package_best(typed, cfg)
+        return train(typed, cfg)
+    except UserError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the failed trial
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def train(cfg: Config, raw_cfg: DictConfig) -> float:
@@ -94,14 +104,14 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-def cli() -> None:
+def cli(entry: Callable[[], Any] | None = None) -> None:
     """Expected errors (bad config, bad data, unreachable stores) end in one line and exit code 2."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this handler instead of Hydra's printer
     try:
-        main()
+        (entry or main)()
     except (UserError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ PRUNERS = {
     "percentile": optuna.pruners.PercentilePruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
     "none": optuna.pruners.NopPruner,
 }
 # A trial is compared with others only after its first fold: a single fold's AP is too noisy to stop on.

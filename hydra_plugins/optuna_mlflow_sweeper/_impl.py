@@ -309,11 +309,13 @@ class OptunaMlflowSweeperImpl(Sweeper):
             else:
                 gone = self._worker_gone(worker)
             if gone:
+                try:
+                    ctx.storage.set_trial_user_attr(self._trial_id(ctx, trial.number), FAIL_REASON_ATTR,
+                                                    "stale: its worker died")
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # it finished (or another worker failed it) meanwhile
                 study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if FAIL_REASON_ATTR not in trial.user_attrs:
-                ctx.storage.set_trial_user_attr(self._trial_id(ctx, trial.number), FAIL_REASON_ATTR,
-                                                "stale: its worker died")
+        # (Trials failed by Optuna's heartbeat check carry no fail_reason: they count as stale, not as errors.)
         # Runs still RUNNING whose trial is not (killed workers, or a crash between two bookkeeping steps).
         states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
         running_runs = ctx.client.search_runs(

@@ -21,11 +21,12 @@ class OptunaMlflowSweeperConf:
     timeout: Optional[float] = None
     # tpe | random | gp | cmaes | qmc; extra constructor arguments in sampler_options.
     sampler: str = "tpe"
-    sampler_options: dict[str, Any] = field(default_factory=dict)
+    # Null by default, so that a whole dict can be given: hydra.sweeper.sampler_options={n_startup_trials:5}
+    sampler_options: Any = None
     seed: int = 0
-    # median | percentile | hyperband | successive_halving | none; extra arguments in pruner_options.
+    # median | percentile | hyperband | successive_halving | threshold | none; arguments in pruner_options.
     pruner: str = "median"
-    pruner_options: dict[str, Any] = field(default_factory=dict)
+    pruner_options: Any = None
     # The sweep stops once the study holds this many FAIL trials (the cumulative failure budget).
     max_failures: int = 5
     # Trials launched together (one batch for the launcher). Default: hydra.launcher.n_jobs, else 1.

@@ -1,0 +1,35 @@
+"""The real training task, except that chosen trials fail on purpose: for testing the sweeper's failure handling.
+
+FLAKY_RAISE / FLAKY_NAN: comma-separated trial numbers that raise / return NaN; FLAKY_RAISE_SHARE: a share
+(0..1) of trials that raise, picked by a hash of the trial number.
+"""
+
+import hashlib
+import os
+
+import hydra
+from omegaconf import DictConfig
+
+from src.config import validate
+from src.train import cli, train
+
+
+def _numbers(name: str) -> set[int]:
+    return {int(n) for n in os.environ.get(name, "").split(",") if n.strip()}
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    typed = validate(cfg)
+    number = typed.sweep.trial_number
+    share = float(os.environ.get("FLAKY_RAISE_SHARE", "0"))
+    drawn = int(hashlib.sha256(str(number).encode()).hexdigest(), 16) % 1000 / 1000
+    if typed.sweep.stage == "trial" and (number in _numbers("FLAKY_RAISE") or drawn < share):
+        raise RuntimeError(f"injected failure in trial {number}")
+    if typed.sweep.stage == "trial" and number in _numbers("FLAKY_NAN"):
+        return float("nan")
+    return train(typed, cfg)
+
+
+if __name__ == "__main__":
+    cli(main)

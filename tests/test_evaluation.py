@@ -1,0 +1,109 @@
+"""Scoring on known predictions; cross-validation never sees the test rows; refits are reproducible."""
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from src.config import EvaluationConfig, RandomForestConfig, SplitConfig, SyntheticDatasetConfig
+from src.data import load, split
+from src.evaluation import bootstrap_ap_interval, cross_validate, fit_and_test, paired_bootstrap
+from src.model import build_model, hyperparameters
+
+
+class Recorder(BaseEstimator, ClassifierMixin):
+    """Scores rows by one feature and remembers which rows it was fitted on."""
+
+    seen: list = []
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        Recorder.seen.append(np.asarray(X).copy())
+        return self
+
+    def predict_proba(self, X):
+        score = 1 / (1 + np.exp(np.asarray(X)[:, 14]))  # low V14 = fraud, as in the real data
+        return np.column_stack([1 - score, score])
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = load(SyntheticDatasetConfig(n_rows=6000, fraud_rate=0.02, seed=0))
+    return ds, split(ds, SplitConfig(test_size=0.2, seed=0), EvaluationConfig(cv_folds=3))
+
+
+def test_cv_fits_only_training_rows_and_reports_each_fold(small):
+    ds, parts = small
+    Recorder.seen = []
+    calls = []
+    result = cross_validate(Recorder(), ds, parts, on_fold=lambda k, mean: calls.append((k, mean)))
+    test_rows = {tuple(r) for r in ds.X[parts.test]}
+    assert len(Recorder.seen) == 3
+    for fitted in Recorder.seen:
+        assert not test_rows & {tuple(r) for r in fitted}
+    assert [k for k, _ in calls] == [0, 1, 2]
+    assert calls[-1][1] == pytest.approx(result.pr_auc)
+    assert 0.3 < result.pr_auc < 1.0 and result.pr_auc_std > 0
+    assert sorted(result.oof_index) == sorted(parts.train)  # every training row scored once, out of fold
+
+
+def test_cv_stops_when_the_callback_raises(small):
+    ds, parts = small
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(k, mean):
+        raise Stop
+
+    with pytest.raises(Stop):
+        cross_validate(Recorder(), ds, parts, on_fold=stop_after_first)
+
+
+def test_single_validation_split_still_reports_uncertainty():
+    ds = load(SyntheticDatasetConfig(n_rows=6000, fraud_rate=0.02, seed=0))
+    parts = split(ds, SplitConfig(), EvaluationConfig(cv_folds=1))
+    result = cross_validate(Recorder(), ds, parts)
+    assert len(result.fold_pr_auc) == 1 and 0 < result.pr_auc_std < 0.2
+
+
+def test_bootstrap_interval_on_known_predictions():
+    y = np.array([0] * 90 + [1] * 10)
+    perfect = y.astype(float)
+    low, high = bootstrap_ap_interval(y, perfect, n_boot=200, seed=0)
+    assert low == high == 1.0
+    rng = np.random.default_rng(0)
+    noisy = y + rng.normal(0, 0.6, size=y.size)
+    low, high = bootstrap_ap_interval(y, noisy, n_boot=300, seed=0)
+    assert 0 < low < high < 1
+
+
+def test_paired_bootstrap_sees_a_better_model_and_not_an_equal_one():
+    rng = np.random.default_rng(1)
+    y = (rng.random(3000) < 0.05).astype(int)
+    good = y + rng.normal(0, 0.3, size=y.size)
+    poor = y + rng.normal(0, 1.5, size=y.size)
+    better = paired_bootstrap(y, good, poor, n_boot=300, seed=0, confidence=0.95)
+    assert better.diff > 0.2 and better.diff_lower > 0.1
+    same = paired_bootstrap(y, good, good.copy(), n_boot=300, seed=0, confidence=0.95)
+    assert same.diff == 0 and same.diff_lower <= 0
+    worse = paired_bootstrap(y, poor, good, n_boot=300, seed=0, confidence=0.95)
+    assert worse.diff_lower < 0
+
+
+def test_refit_is_reproducible(small):
+    ds, parts = small
+    model = build_model(RandomForestConfig(n_estimators=5, max_depth=6, n_jobs=2))
+    fa, a = fit_and_test(model, ds, parts, n_boot=100, seed=0)
+    fb, b = fit_and_test(model, ds, parts, n_boot=100, seed=0)
+    for ta, tb in zip(fa.estimators_, fb.estimators_, strict=True):  # the same trees, split for split
+        np.testing.assert_array_equal(ta.tree_.feature, tb.tree_.feature)
+        np.testing.assert_array_equal(ta.tree_.threshold, tb.tree_.threshold)
+    # Threads may sum the trees in another order: equal up to rounding.
+    np.testing.assert_allclose(a.proba, b.proba, rtol=0, atol=1e-12)
+    assert a.pr_auc_ci_low <= a.pr_auc <= a.pr_auc_ci_high
+
+
+def test_logged_hyperparameters_use_bare_names():
+    params = hyperparameters(RandomForestConfig(max_depth="none"))
+    assert params == {"n_estimators": 100, "max_depth": "none", "min_samples_split": 2, "min_samples_leaf": 1,
+                      "class_weight": "balanced"}

@@ -1,0 +1,105 @@
+"""Hydra's override grammar to Optuna distributions."""
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.optuna_mlflow_sweeper._search_space import (
+    SearchSpaceError,
+    build,
+    format_value,
+    range_values,
+    to_distribution,
+)
+
+
+def dist(expr: str):
+    return to_distribution("k", OverridesParser.create().parse_override(f"k={expr}"))
+
+
+@pytest.mark.parametrize(
+    "expr, expected",
+    [
+        ("choice(4,8,none)", CategoricalDistribution([4, 8, "none"])),
+        ("choice(balanced,balanced_subsample)", CategoricalDistribution(["balanced", "balanced_subsample"])),
+        ("1,2,3", CategoricalDistribution([1, 2, 3])),
+        ("range(10,30,step=10)", IntDistribution(10, 20, step=10)),  # Hydra's stop is exclusive
+        ("range(50,100,step=25)", IntDistribution(50, 75, step=25)),
+        ("range(2,21)", IntDistribution(2, 20)),
+        ("range(5)", IntDistribution(0, 4)),
+        ("range(30,4,step=-5)", IntDistribution(5, 30, step=5)),
+        ("shuffle(range(1,4))", IntDistribution(1, 3)),
+        ("range(0.1,0.5,step=0.1)", FloatDistribution(0.1, 0.4, step=0.1)),
+        ("range(1,4.0)", FloatDistribution(1.0, 3.0, step=1.0)),
+        ("interval(0.1,0.9)", FloatDistribution(0.1, 0.9)),
+        ("interval(1,10)", FloatDistribution(1.0, 10.0)),
+        ("int(interval(1,10))", IntDistribution(1, 10)),
+        ("tag(log, interval(0.001,1))", FloatDistribution(0.001, 1.0, log=True)),
+        ("tag(log, int(interval(10,1000)))", IntDistribution(10, 1000, log=True)),
+        ("tag(log, range(1,100))", IntDistribution(1, 99, log=True)),
+    ],
+)
+def test_grammar_table(expr, expected):
+    assert dist(expr) == expected
+
+
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("range(10,10)", "is empty"),
+        ("range(30,4)", "is empty"),
+        ("interval(5,1)", "start below its end"),
+        ("tag(log, choice(1,2))", "applies to range or interval"),
+        ("tag(log, range(1,100,step=2))", "needs step=1"),
+        ("tag(log, interval(0,1))", "start above 0"),
+        ("tag(fancy, interval(0,1))", "unknown tag"),
+        ("glob(*)", "glob(...) is not supported"),
+        ("choice(1,1)", "repeats a value"),
+        ("choice([1,2],[3])", "plain values"),
+    ],
+)
+def test_bad_expressions(expr, message):
+    with pytest.raises(SearchSpaceError, match=None) as info:
+        dist(expr)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("start, stop, step, expected", [
+    (10, 30, 10, (10, 20, 2)), (0, 1, 1, (0, 0, 1)), (0.0, 1.0, 0.25, (0.0, 0.75, 4)), (3, 3, 1, (3, 3, 0)),
+])
+def test_range_values(start, stop, step, expected):
+    assert range_values(start, stop, step) == expected
+
+
+SPACE = {
+    "model.n_estimators": "range(100,501,step=50)",
+    "model.max_depth": "choice(4,8,none)",
+    "model.min_samples_leaf": "range(1,11)",
+}
+
+
+def test_plain_command_line_value_pins_the_key():
+    space = build(SPACE, ["model.max_depth=12", "dataset=synthetic"])
+    assert "model.max_depth" not in space.distributions
+    assert space.pinned == {"model.max_depth": 12, "dataset": "synthetic"}
+    assert space.pinned_overrides == ["model.max_depth=12", "dataset=synthetic"]
+    assert set(space.distributions) == {"model.n_estimators", "model.min_samples_leaf"}
+
+
+def test_command_line_sweep_replaces_the_config_entry():
+    space = build(SPACE, ["model.min_samples_leaf=range(2,5)", "model.min_samples_split=choice(2,10)"])
+    assert space.distributions["model.min_samples_leaf"] == IntDistribution(2, 4)
+    assert space.distributions["model.min_samples_split"] == CategoricalDistribution([2, 10])
+    assert space.expressions["model.min_samples_leaf"] == "range(2,5)"
+    assert space.pinned == {}
+
+
+def test_plain_value_in_search_space_config_is_pinned():
+    space = build({**SPACE, "model.class_weight": "balanced"}, [])
+    assert space.pinned == {"model.class_weight": "balanced"}
+
+
+@pytest.mark.parametrize("value", [12, 0.001, 1e-7, "none", "balanced", None, True, "needs quoting, yes", "it's"])
+def test_format_value_round_trips_through_hydra(value):
+    parsed = OverridesParser.create().parse_override(f"k={format_value(value)}").value()
+    assert parsed == value and type(parsed) is type(value)

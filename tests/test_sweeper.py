@@ -1,0 +1,252 @@
+"""The sweeper end to end: real CLI runs into temporary SQLite stores (Optuna and MLflow)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT, SMALL, assert_one_line_error, run_module
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+QUIET = [*SMALL, "registry.enabled=false", "mlflow.log_plots=false", "hydra.sweeper.pruner=none"]
+
+
+def sweep(stores, *overrides, module="src.train", env=None):
+    return run_module(module, "--multirun", *QUIET, *stores.overrides(), *overrides, env=env)
+
+
+def only_study(stores) -> optuna.Study:
+    names = optuna.get_all_study_names(stores.storage)
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=stores.storage)
+
+
+def runs(stores, purpose=None):
+    client = stores.client()
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in found if purpose is None or r.data.tags.get("run_purpose") == purpose]
+
+
+def results(stores) -> dict:
+    return yaml.safe_load((stores.sweep_dir / "optimization_results.yaml").read_text())
+
+
+def test_trials_are_nested_runs_linked_both_ways(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "mlflow.log_plots=true")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    trials = runs(stores, "hyperparameter_tuning")
+    assert parent.info.run_name == study.study_name and parent.info.status == "FINISHED"
+    assert parent.data.tags["optuna.study_name"] == study.study_name
+    assert {"optuna.storage", "optuna.sampler", "search_space", "pinned"} <= set(parent.data.tags)
+    by_id = {r.info.run_id: r for r in trials}
+    assert len(by_id) == 4
+    for t in study.trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]  # Optuna -> MLflow
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.trial_number"] == str(t.number)  # MLflow -> Optuna
+        assert run.data.tags["optuna.study_name"] == study.study_name
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.trial_state"] == "COMPLETE"
+        assert run.data.metrics["val_pr_auc"] == pytest.approx(t.value)
+        assert {"val_pr_auc_std", "val_roc_auc", "fit_seconds"} <= set(run.data.metrics)
+        assert run.data.params["max_depth"] == str(t.params["model.max_depth"])
+        assert run.data.params["n_estimators"] == "5"  # pinned on the command line
+    best = max(study.trials, key=lambda t: t.value)
+    assert parent.data.tags["best_trial_run_id"] == best.user_attrs["mlflow_run_id"]
+    history = stores.client().get_metric_history(parent.info.run_id, "best_val_pr_auc")
+    assert [m.step for m in history] == [0, 1, 2, 3] and history[-1].value == pytest.approx(best.value)
+    artifacts = {a.path for a in stores.client().list_artifacts(parent.info.run_id, "optuna")}
+    assert artifacts == {"optuna/optimization_history.png", "optuna/param_importances.png",
+                         "optuna/parallel_coordinate.png"}
+    res = results(stores)
+    assert res["best_value"] == pytest.approx(best.value) and res["parent_run_id"] == parent.info.run_id
+    assert res["best_params"] == best.params and res["study_name"] == study.study_name
+    assert res["storage"] == stores.storage and res["best_value_std"] > 0
+    assert "mlflow ui --backend-store-uri" in out.stderr
+    assert sum("COMPLETE value" in line for line in out.stderr.splitlines()) == 4  # one progress line each
+
+
+def test_pinned_value_is_never_sampled(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=3", "model.max_depth=3")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    assert all("model.max_depth" not in t.params for t in study.trials)
+    assert {r.data.params["max_depth"] for r in runs(stores, "hyperparameter_tuning")} == {"3"}
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    assert '"model.max_depth": 3' in parent.data.tags["pinned"]
+    assert "model.max_depth" not in parent.data.tags["search_space"]
+    assert results(stores)["pinned_params"]["model.max_depth"] == 3
+
+
+def test_command_line_range_is_exclusive_and_replaces_the_space(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=random",
+                "model.min_samples_leaf=range(10,30,step=10)")
+    assert out.returncode == 0, out.stderr
+    leaves = {t.params["model.min_samples_leaf"] for t in only_study(stores).trials}
+    assert leaves <= {10, 20} and leaves  # never 30
+
+
+def test_resume_continues_to_the_exact_total_with_one_parent(stores):
+    first = sweep(stores, "hydra.sweeper.n_trials=3")
+    assert first.returncode == 0, first.stderr
+    second = sweep(stores, "hydra.sweeper.n_trials=5")
+    assert second.returncode == 0, second.stderr
+    study = only_study(stores)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(runs(stores, "hyperparameter_sweep")) == 1
+    assert len(runs(stores, "hyperparameter_tuning")) == 5
+    # A resumed seeded sampler must not replay the first proposals.
+    proposals = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert proposals[3:5] != proposals[0:2]
+    third = sweep(stores, "hydra.sweeper.n_trials=5")  # already complete: nothing new
+    assert third.returncode == 0 and len(only_study(stores).trials) == 5
+
+
+def test_failures_and_nan_are_fail_and_failed_and_the_sweep_goes_on(stores):
+    env = {"FLAKY_RAISE": "1", "FLAKY_NAN": "2"}
+    out = sweep(stores, "hydra.sweeper.n_trials=3", module="tests.apps.flaky_app", env=env)
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.FAIL, 3: TrialState.COMPLETE,
+                      4: TrialState.COMPLETE}
+    assert study.trials[1].user_attrs["fail_reason"] == "error"
+    assert study.trials[2].user_attrs["fail_reason"] == "nan"
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs(stores, "hyperparameter_tuning")}
+    assert by_number[1].info.status == "FAILED" and "injected failure" in by_number[1].data.tags["error"]
+    assert by_number[2].info.status == "FAILED" and "not a number" in by_number[2].data.tags["error"]
+    assert all(r.info.status != "RUNNING" for r in runs(stores))
+
+
+def test_failure_budget_stops_the_sweep_with_one_line(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=2", module="tests.apps.flaky_app",
+                env={"FLAKY_RAISE_SHARE": "1"})
+    assert_one_line_error_or_progress(out, "failure budget spent: 2 trials")
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    assert parent.info.status == "FAILED"
+    assert all(r.info.status == "FAILED" for r in runs(stores, "hyperparameter_tuning"))
+
+
+def assert_one_line_error_or_progress(out, fragment):
+    """A sweep's stderr holds progress lines before its error: the error itself is one line, last."""
+    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert lines[-1].startswith("error: ") and fragment in lines[-1], lines[-1]
+
+
+def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold",
+                "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}", "registry.enabled=true")
+    assert_one_line_error_or_progress(out, "has no COMPLETE trial")
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
+    assert all(t.intermediate_values == {0: pytest.approx(t.intermediate_values[0])} for t in study.trials)
+    trials = runs(stores, "hyperparameter_tuning")
+    assert all(r.info.status == "KILLED" and r.data.tags["optuna.trial_state"] == "PRUNED" for r in trials)
+    assert all("pruned after fold 1" in r.data.tags["pruned"] for r in trials)
+    assert runs(stores, "model_packaging") == []
+    assert stores.client().search_registered_models() == []
+
+
+def test_median_pruner_stops_some_trials_early(stores):
+    # A deliberately wide space (depth 1 is bad, depth 12 good) so that poor trials fall below the median.
+    out = sweep(stores, "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=median", "hydra.sweeper.sampler=random",
+                "hydra.sweeper.pruner_options={n_startup_trials:2,n_warmup_steps:0}",
+                "model.max_depth=choice(1,12)", "evaluation.cv_folds=4")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(study.trials) == 8 and pruned and complete
+    for t in pruned:
+        assert max(t.intermediate_values) < 3  # stopped before the last fold
+
+
+def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    trials = runs(stores, "hyperparameter_tuning")
+    assert {r.info.run_id for r in trials} == {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    workers = {t.system_attrs["sweeper.worker"]["pid"] for t in study.trials}
+    assert len(workers) == 1  # one sweeper; the trials ran in joblib's worker processes
+    # Two trials were in flight together: their start/end intervals overlap.
+    spans = sorted((r.info.start_time, r.info.end_time) for r in trials)
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
+    args = [sys.executable, "-m", "src.train", "--multirun", *QUIET, *stores.overrides(),
+            "hydra.sweeper.n_trials=4", "model.n_estimators=40", "hydra.sweeper.study_name=killme"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until trial 1 is running
+            try:
+                trials = optuna.load_study(study_name="killme", storage=stores.storage).trials
+            except KeyError:
+                trials = []
+            if any(t.number == 1 and t.state == TrialState.RUNNING for t in trials):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("trial 1 never started")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert any(t.state == TrialState.RUNNING for t in only_study(stores).trials)
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=40", "hydra.sweeper.study_name=killme")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 4
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1 and killed[0].user_attrs["fail_reason"].startswith("stale")
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len(runs(stores, "hyperparameter_sweep")) == 1
+    statuses = {r.info.run_id: r.info.status for r in runs(stores)}
+    assert "RUNNING" not in statuses.values()
+    assert statuses[killed[0].user_attrs["mlflow_run_id"]] == "KILLED"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["hydra.sweeper.sampler=annealing"], "hydra.sweeper.sampler=annealing: unknown sampler"),
+        (["hydra.sweeper.pruner=sometimes"], "hydra.sweeper.pruner=sometimes: unknown pruner"),
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be >= 1"),
+        (["model.max_depth=range(30,4)"], "model.max_depth: range(30, 4, step=1) is empty"),
+        (["model.max_dept=range(4,30)"], "model.max_dept is not a key of the config"),
+        (["model.min_samples_split=range(1,5)"], "model.min_samples_split must be an integer >= 2, got 1"),
+        (["model.max_depth=-3"], "model.max_depth must be an integer >= 1"),
+        (["hydra.sweeper.storage=sqlite:////nonexistent/dir/o.db"], "folder /nonexistent/dir does not exist"),
+        (["hydra.sweeper.storage=postgresql://me:secret@127.0.0.1:9/x"], "cannot open the Optuna storage"),
+    ],
+)
+def test_bad_sweep_settings_fail_in_one_line_before_any_trial(stores, overrides, fragment):
+    out = sweep(stores, *overrides)
+    assert_one_line_error(out, fragment)
+    assert "secret" not in out.stderr
+    assert not (stores.root / "mlflow.db").exists()
