@@ -152,7 +152,7 @@ def decide(client: MlflowClient, cfg: Config, data: Dataset, parts: Split, chall
         caveat = " (caveat: the champion was trained on other data or another split, so some of these test " \
                  "rows may have been in its training data and its score may be optimistic)"
     return Decision(promote, f"{summary}: {verdict}{caveat}", cmp.challenger_ap, cmp.champion_ap,
-                    champion.version, cmp.diff_lower)
+                    str(champion.version), cmp.diff_lower)
 
 
 def _ap(y: np.ndarray, proba: np.ndarray) -> float:
@@ -264,7 +264,7 @@ def cmd_list(client: MlflowClient, name: str) -> None:
 def cmd_promote(client: MlflowClient, name: str, version: str, reason: str) -> None:
     _get_version(client, name, version)
     current = _alias_version(client, name, CHAMPION)
-    previous = current.version if current is not None and current.version != str(version) else None
+    previous = str(current.version) if current is not None and str(current.version) != str(version) else None
     _record(client, name, str(version), "manual_promotion", reason, previous)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     print(f"{name} version {version} is champion (was {current.version if current else 'none'}): {reason}")
@@ -278,11 +278,11 @@ def cmd_rollback(client: MlflowClient, name: str, to: Optional[str], reason: str
     target = to or current.tags.get("previous_champion")
     if not target:
         raise RegistryError(f"{name} v{current.version} records no previous champion: name the version with --to")
-    if str(target) == current.version:
+    if str(target) == str(current.version):
         raise RegistryError(f"version {target} is already the champion")
     _get_version(client, name, target)
     _record(client, name, str(target), "rollback", reason, None)
-    client.set_model_version_tag(name, current.version, "rolled_back_at", _now())
+    client.set_model_version_tag(name, str(current.version), "rolled_back_at", _now())
     client.set_registered_model_alias(name, CHAMPION, str(target))
     print(f"{name} champion rolled back from version {current.version} to {target}: {reason}")
 

@@ -1,0 +1,196 @@
+"""Packaging, registration, the champion/challenger gate, the registry commands and REST serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from conftest import SMALL, Stores, assert_one_line_error, run_module
+
+pytestmark = pytest.mark.slow
+NAME = "CreditCardFraud_RF"
+
+
+def sweep(stores: Stores, *overrides: str):
+    return run_module("src.train", "--multirun", *SMALL, *stores.overrides(), "mlflow.log_plots=false",
+                      "hydra.sweeper.pruner=none", *overrides)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Two sweeps into one store: a decent model, then a worse one pinned to a single stump."""
+    root = tmp_path_factory.mktemp("registry")
+    stores = Stores(root, f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}", root / "sweep1")
+    first = sweep(stores, "hydra.sweeper.n_trials=2", "model.max_depth=8")
+    assert first.returncode == 0, first.stderr
+    second_stores = Stores(root, stores.tracking_uri, stores.storage, root / "sweep2")
+    second = sweep(second_stores, "hydra.sweeper.n_trials=2", "model.max_depth=1", "model.n_estimators=1",
+                   "model.class_weight=null")
+    assert second.returncode == 0, second.stderr
+    return stores, first, second
+
+
+def test_best_trial_is_packaged_under_the_parent(registry):
+    stores, first, _ = registry
+    client = stores.client()
+    res = yaml.safe_load((stores.root / "sweep1" / "optimization_results.yaml").read_text())
+    packaged = client.get_run(res["packaged_run_id"])
+    assert packaged.info.run_name == "best_model_packaged" and packaged.info.status == "FINISHED"
+    assert packaged.data.tags["mlflow.parentRunId"] == res["parent_run_id"]
+    assert packaged.data.tags["run_purpose"] == "model_packaging"
+    m = packaged.data.metrics
+    assert m["test_pr_auc_ci_low"] <= m["test_pr_auc"] <= m["test_pr_auc_ci_high"]
+    assert 0 < m["test_roc_auc"] <= 1
+    assert packaged.data.params["max_depth"] == "8"
+    for key, value in res["best_params"].items():
+        assert packaged.data.params[key.split(".")[-1]] == str(value)
+    plots = {a.path for a in client.list_artifacts(packaged.info.run_id, "test_plots")}
+    assert {"test_plots/confusion_matrix.png", "test_plots/precision_recall_curve.png"} <= plots
+    assert "test_pr_auc = " in first.stderr and "95% bootstrap interval" in first.stderr
+
+
+def test_first_model_becomes_champion_and_loads_from_its_alias(registry):
+    stores, _, _ = registry
+    client = stores.client()
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["decision"] == "promoted" and "no champion yet" in champion.tags["decision_reason"]
+    assert len(champion.tags["data_sha256"]) == 64
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    schema = model.metadata.get_input_schema()
+    assert schema.input_names() == ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
+    assert {t.name for t in schema.input_types()} == {"double"}
+    assert model.metadata.get_output_schema().to_dict()[0]["tensor-spec"]["dtype"] == "float64"
+    local = mlflow.artifacts.download_artifacts(champion.source)
+    example = json.loads((Path(local) / "serving_input_example.json").read_text())
+    frame = model.input_example
+    proba = model.predict(frame)
+    assert proba.shape == (5, 2) and ((proba >= 0) & (proba <= 1)).all()
+    assert example["dataframe_split"]["columns"][0] == "Time"
+    flavor = yaml.safe_load((Path(local) / "MLmodel").read_text())["flavors"]["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    assert flavor["skops_trusted_types"] == ["sklearn.tree._tree.Tree"]
+
+
+def test_worse_challenger_does_not_replace_the_champion(registry):
+    stores, _, second = registry
+    client = stores.client()
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    challenger = client.get_model_version_by_alias(NAME, "challenger")
+    assert str(challenger.version) == "2"
+    tags = challenger.tags
+    assert tags["decision"] == "kept_champion"
+    assert "re-scored on the same" in tags["decision_reason"] and "champion kept" in tags["decision_reason"]
+    assert float(tags["champion_test_pr_auc"]) > float(tags["test_pr_auc"])
+    assert tags["compared_with_version"] == "1" and len(tags["data_sha256"]) == 64
+    assert "kept_champion" in challenger.description
+    assert "champion unchanged" in second.stderr
+
+
+def test_registry_commands_promote_and_roll_back(registry):
+    stores, _, _ = registry
+    cli = ["--tracking-uri", stores.tracking_uri]
+    listed = run_module("src.registry", *cli, "list")
+    assert listed.returncode == 0 and "champion" in listed.stdout and "challenger" in listed.stdout
+    promoted = run_module("src.registry", *cli, "promote", "2", "--reason", "shadow test passed")
+    assert promoted.returncode == 0, promoted.stderr
+    client = stores.client()
+    v2 = client.get_model_version(NAME, "2")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert v2.tags["decision"] == "manual_promotion" and v2.tags["decision_reason"] == "shadow test passed"
+    assert v2.tags["previous_champion"] == "1"
+    back = run_module("src.registry", *cli, "rollback", "--reason", "worse in production")
+    assert back.returncode == 0, back.stderr
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert client.get_model_version(NAME, "1").tags["decision"] == "rollback"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["promote", "9", "--reason", "x"], "has no version 9"),
+        (["--name", "NoSuchModel", "promote", "1", "--reason", "x"], "no registered model named 'NoSuchModel'"),
+        (["promote", "1", "--reason", " "], "--reason must say why"),
+        (["rollback", "--to", "1", "--reason", "x"], "version 1 is already the champion"),
+    ],
+)
+def test_registry_command_errors_are_one_line(registry, args, fragment):
+    stores, _, _ = registry
+    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *args)
+    assert_one_line_error(out, fragment)
+
+
+def test_invalid_registry_name_fails_before_training(tmp_path):
+    stores = Stores(tmp_path, f"sqlite:///{tmp_path / 'm.db'}", f"sqlite:///{tmp_path / 'o.db'}", tmp_path / "s")
+    out = sweep(stores, "registry.model_name='bad/name'")
+    assert_one_line_error(out, "registry.model_name must be")
+    assert not (tmp_path / "m.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_champion_is_served_over_rest(registry):
+    stores, _, _ = registry
+    client = stores.client()
+    local = mlflow.artifacts.download_artifacts(client.get_model_version_by_alias(NAME, "champion").source,
+                                                tracking_uri=stores.tracking_uri)
+    example = json.loads((Path(local) / "serving_input_example.json").read_text())
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stores.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("the model server did not start")
+        url = f"http://127.0.0.1:{port}/invocations"
+        status, body = _post(url, example)
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert len(predictions) == 5 and all(len(p) == 2 and abs(sum(p) - 1) < 1e-6 for p in predictions)
+        split = example["dataframe_split"]
+        missing = {"dataframe_split": {"columns": split["columns"][:-1], "data": [r[:-1] for r in split["data"]]}}
+        status, body = _post(url, missing)
+        assert 400 <= status < 500 and "Amount" in body
+        text = {"dataframe_split": {"columns": split["columns"], "data": [["x", *split["data"][0][1:]]]}}
+        status, body = _post(url, text)
+        assert 400 <= status < 500 and "Time" in body
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
