@@ -100,7 +100,7 @@ class SplitConfig:
 class EvaluationConfig:
     # Stratified folds on the training split; 1 selects a single stratified validation split of
     # validation_size instead (cheaper, noisier).
-    cv_folds: int = 5
+    cv_folds: int = 3
     validation_size: float = 0.25
     # Decision threshold on the fraud probability, used only for the confusion matrix.
     threshold: float = 0.5

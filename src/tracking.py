@@ -186,7 +186,9 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str) -> Iterator[mlfl
 
 
 def log_dataset(data: Dataset, context: str) -> None:
-    mlflow.log_input(_mlflow_dataset(data), context=context)
+    with warnings.catch_warnings():  # MLflow hints that Class is an integer column: it is, on purpose
+        warnings.simplefilter("ignore", category=UserWarning)
+        mlflow.log_input(_mlflow_dataset(data), context=context)
 
 
 def log_figures(figures: dict[str, Any], folder: str = "plots") -> None:

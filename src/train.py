@@ -7,10 +7,11 @@ final packaging job (refit, test once, register).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 import mlflow
@@ -59,10 +60,15 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
 
         prune_check = step_reporter(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
 
+    started = time.perf_counter()
+
     def on_fold(fold: int, mean_so_far: float) -> None:
         mlflow.log_metric("val_pr_auc_running_mean", mean_so_far, step=fold)
         if prune_check is not None:
             prune_check(fold, mean_so_far)
+        elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
+            print(f"fold {fold + 1}/{len(parts.folds)} done, mean AP so far {mean_so_far:.4f} "
+                  f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     run_name = f"trial-{cfg.sweep.trial_number:03d}" if cfg.sweep.trial_number is not None else None
     with tracking.tracked_run(cfg, experiment_id, run_name) as run:

@@ -20,7 +20,7 @@ QUIET = [*SMALL, "registry.enabled=false", "mlflow.log_plots=false", "hydra.swee
 
 
 def sweep(stores, *overrides, module="src.train", env=None):
-    return run_module(module, "--multirun", *QUIET, *stores.overrides(), *overrides, env=env)
+    return run_module(module, "--multirun", *QUIET, *stores.overrides(), *[o for o in overrides if o], env=env)
 
 
 def only_study(stores) -> optuna.Study:
@@ -193,28 +193,45 @@ def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):
     assert any(a_end > b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
 
 
-def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
-    args = [sys.executable, "-m", "src.train", "--multirun", *QUIET, *stores.overrides(),
-            "hydra.sweeper.n_trials=4", "model.n_estimators=40", "hydra.sweeper.study_name=killme"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
+    """Start a sweep, wait until trial 1 runs, send it a signal; returns the finished process."""
+    args = [sys.executable, "-m", "src.train", "--multirun", *QUIET, *stores.overrides(), *overrides]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:  # wait until trial 1 is running
-            try:
-                trials = optuna.load_study(study_name="killme", storage=stores.storage).trials
-            except KeyError:
-                trials = []
+        while time.time() < deadline:
+            names = optuna.get_all_study_names(stores.storage) if (stores.root / "optuna.db").exists() else []
+            trials = optuna.load_study(study_name=names[0], storage=stores.storage).trials if names else []
             if any(t.number == 1 and t.state == TrialState.RUNNING for t in trials):
                 break
             time.sleep(0.2)
         else:
             pytest.fail("trial 1 never started")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        time.sleep(0.5)  # inside the fit
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_ctrl_c_leaves_no_trial_and_no_run_running(stores):
+    done = start_and_signal(stores, signal.SIGINT, "hydra.sweeper.n_trials=4", "model.n_estimators=60")
+    assert done.returncode == 130 and "interrupted: rerun the same command to resume" in done.stderr
+    study = only_study(stores)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
+    statuses = {r.info.run_name: r.info.status for r in runs(stores)}
+    assert statuses[study.study_name] == "KILLED" and statuses["trial-001"] == "KILLED"
+    assert "RUNNING" not in statuses.values()
+
+
+def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
+    start_and_signal(stores, signal.SIGKILL, "hydra.sweeper.n_trials=4", "model.n_estimators=40",
+                     "hydra.sweeper.study_name=killme")
     assert any(t.state == TrialState.RUNNING for t in only_study(stores).trials)
     out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=40", "hydra.sweeper.study_name=killme")
     assert out.returncode == 0, out.stderr
@@ -250,3 +267,19 @@ def test_bad_sweep_settings_fail_in_one_line_before_any_trial(stores, overrides,
     assert_one_line_error(out, fragment)
     assert "secret" not in out.stderr
     assert not (stores.root / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("sampler", ["random", "cmaes", "gp", "qmc"])
+def test_other_samplers_run_a_study(stores, sampler):
+    import importlib.util
+
+    out = sweep(stores, "hydra.sweeper.n_trials=3", f"hydra.sweeper.sampler={sampler}",
+                "hydra.sweeper.sampler_options={n_startup_trials:2}" if sampler in ("gp", "cmaes") else "")
+    if sampler == "gp" and importlib.util.find_spec("torch") is None:
+        assert_one_line_error(out, "hydra.sweeper.sampler=gp needs PyTorch")
+        return
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    assert parent.data.tags["optuna.sampler"].startswith(sampler)

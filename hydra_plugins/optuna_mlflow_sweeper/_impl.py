@@ -183,8 +183,10 @@ class OptunaMlflowSweeperImpl(Sweeper):
             return results
         finally:
             heartbeat.stop()
-            status = "FINISHED" if finished_ok else ("KILLED" if sys.exc_info()[0] in (KeyboardInterrupt,
-                                                                                     SystemExit) else "FAILED")
+            interrupted = sys.exc_info()[0] in (KeyboardInterrupt, SystemExit)
+            if not finished_ok:
+                self._abandon_own_trials(ctx, "interrupted" if interrupted else "error")
+            status = "FINISHED" if finished_ok else ("KILLED" if interrupted else "FAILED")
             try:
                 client.set_terminated(parent_id, status=status)
             except Exception as exc:  # the tracking store may be the thing that failed
@@ -334,6 +336,21 @@ class OptunaMlflowSweeperImpl(Sweeper):
             _end_run(ctx.client, run.info.run_id, "KILLED", {
                 "optuna.trial_state": state.name if state is not None else "UNKNOWN",
                 "error": "the worker died (killed or crashed) before the trial ended"})
+
+    def _abandon_own_trials(self, ctx: _Context, reason: str) -> None:
+        """On the way out after an error or Ctrl-C: no trial of this invocation stays RUNNING."""
+        try:
+            for trial in ctx.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.system_attrs.get(WORKER_ATTR, {}).get("invocation") != self.worker["invocation"]:
+                    continue
+                trial_id = self._trial_id(ctx, trial.number)
+                ctx.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+                ctx.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                if trial.user_attrs.get(RUN_ATTR):
+                    _end_run(ctx.client, trial.user_attrs[RUN_ATTR], "KILLED",
+                             {"optuna.trial_state": "FAIL", "error": f"sweep {reason}"})
+        except Exception as exc:  # best effort: the next start repairs whatever is left
+            log.warning("could not close this sweep's running trials: %s", exc)
 
     def _worker_gone(self, worker: dict) -> bool:
         if worker.get("invocation") == self.worker["invocation"]:

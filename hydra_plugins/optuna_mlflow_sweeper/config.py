@@ -16,7 +16,7 @@ class OptunaMlflowSweeperConf:
     # Any Optuna RDB URL (sqlite:///..., postgresql://...). Default: a SQLite file under multirun_outputs/.
     storage: Optional[str] = None
     # The total number of finished (COMPLETE or PRUNED) trials the study should reach; a rerun continues up to it.
-    n_trials: int = 30
+    n_trials: int = 20
     # Stop asking for new trials after this many seconds of this invocation (null = no limit).
     timeout: Optional[float] = None
     # tpe | random | gp | cmaes | qmc; extra constructor arguments in sampler_options.

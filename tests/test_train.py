@@ -1,0 +1,43 @@
+"""One training run from the command line, checked through MlflowClient."""
+
+import pytest
+from conftest import ROOT, SMALL, run_module
+
+pytestmark = pytest.mark.slow
+
+
+def test_single_run_logs_a_complete_mlflow_run(stores):
+    before = {p.name for p in ROOT.iterdir()}
+    out = run_module("src.train", *SMALL, *stores.overrides(), "model.max_depth=12")
+    assert out.returncode == 0, out.stderr
+    assert "val_pr_auc = " in out.stderr and " ± " in out.stderr  # the objective with its uncertainty
+    client = stores.client()
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["max_depth"] == "12" and params["n_estimators"] == "5"
+    assert {"min_samples_split", "min_samples_leaf", "class_weight", "test_size", "cv_folds", "split_seed",
+            "random_state"} <= set(params)
+    metrics = run.data.metrics
+    assert 0 < metrics["val_pr_auc"] <= 1 and metrics["val_pr_auc_std"] > 0
+    assert 0 < metrics["val_roc_auc"] <= 1 and metrics["fit_seconds"] > 0
+    tags = run.data.tags
+    assert tags["run_purpose"] == "hyperparameter_tuning"
+    assert tags["model_family"] == "random_forest" and tags["problem_type"] == "fraud_detection"
+    assert len(tags["data_sha256"]) == 64 and tags["git_commit"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/precision_recall_curve.png", "plots/roc_curve.png"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "synthetic" and dataset_input.dataset.digest
+    assert (stores.root / "mlruns").is_dir()  # artifacts beside the temporary store...
+    assert {p.name for p in ROOT.iterdir()} == before  # ...and nothing new in the checkout
+
+
+def test_data_error_in_a_single_run_leaves_no_run(stores, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Time,V1\n0,1\n")
+    out = run_module("src.train", "dataset=creditcard", f"dataset.path={bad}", *stores.overrides())
+    assert out.returncode == 2 and "wrong columns (missing V2" in out.stderr and "Traceback" not in out.stderr
+    assert not (stores.root / "mlflow.db").exists()
