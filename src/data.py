@@ -255,12 +255,14 @@ def _columns_hint() -> str:
 def split(data: Dataset, split_cfg: SplitConfig, eval_cfg: EvaluationConfig) -> Split:
     """Stratified train/test split, then stratified folds (or one validation split) inside the training part."""
     y = data.y
-    folds_needed = max(eval_cfg.cv_folds, 2)
+    # An average precision from one fraud is a coin flip: ask for at least two in every scored part.
+    per_part = 2
+    folds_needed = per_part * max(eval_cfg.cv_folds, 2)
     n_pos = data.n_frauds
     test_pos = int(round(n_pos * split_cfg.test_size))
     train_pos = n_pos - test_pos
-    if test_pos < 1 or train_pos < folds_needed:
-        need = int(np.ceil(folds_needed / (1 - split_cfg.test_size))) + int(np.ceil(1 / split_cfg.test_size))
+    if test_pos < per_part or train_pos < folds_needed:
+        need = int(np.ceil(folds_needed / (1 - split_cfg.test_size))) + int(np.ceil(per_part / split_cfg.test_size))
         raise DataError(
             f"{data.source}: only {n_pos} frauds; a {split_cfg.test_size:g} test split and "
             f"{eval_cfg.cv_folds} fold(s) need at least about {need}: use more data or lower evaluation.cv_folds")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src import tracking
 from src.config import Config, MlflowConfig, RegistryConfig, UserError
@@ -64,7 +64,7 @@ def package_best(cfg: Config, raw_cfg: DictConfig) -> float:
         mlflow.log_params(tracking.run_params(cfg, data))
         mlflow.set_tags(tracking.run_tags(cfg, data, "model_packaging"))
         tracking.log_dataset(data, context="training")
-        mlflow.log_dict(OmegaConf.to_container(raw_cfg, resolve=True), "config/config.yaml")
+        mlflow.log_dict(tracking.loggable_config(raw_cfg), "config/config.yaml")
         fitted, test = fit_and_test(build_model(cfg.model), data, parts, cfg.evaluation.bootstrap_samples,
                                     seed=cfg.split.seed)
         mlflow.log_metrics({

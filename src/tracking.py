@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -29,6 +30,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class TrackingError(UserError):
     pass
+
+
+def redact(url: str) -> str:
+    """A store URL safe to print and to log: any password removed."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def loggable_config(cfg: Any) -> dict:
+    """The resolved config as an artifact, without the storage password the sweeper passes to each job."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(tree.get("sweep"), dict) and tree["sweep"].get("storage"):
+        tree["sweep"]["storage"] = redact(tree["sweep"]["storage"])
+    if isinstance(tree.get("mlflow"), dict) and tree["mlflow"].get("tracking_uri"):
+        tree["mlflow"]["tracking_uri"] = redact(tree["mlflow"]["tracking_uri"])
+    return tree
 
 
 def check_tracking_uri(uri: str) -> None:

@@ -17,7 +17,7 @@ import hydra
 import mlflow
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src import tracking
 from src.config import Config, UserError, register_configs, validate
@@ -75,7 +75,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         mlflow.log_params(tracking.run_params(cfg, data))
         mlflow.set_tags(tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         tracking.log_dataset(data, context="training")
-        mlflow.log_dict(OmegaConf.to_container(raw_cfg, resolve=True), "config/config.yaml")
+        mlflow.log_dict(tracking.loggable_config(raw_cfg), "config/config.yaml")
         result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold)
         if not math.isfinite(result.pr_auc):
             raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")

@@ -1,7 +1,6 @@
-"""Bad config values fail before any work, in one line."""
+"""Bad config values fail before any work, in one line (the command-line side: test_bad_inputs.py)."""
 
 import pytest
-from conftest import SMALL, assert_one_line_error, run_module
 
 from src.config import ConfigError, validate
 
@@ -37,21 +36,3 @@ def test_defaults_compose_and_validate(compose_cfg):
     assert cfg.mlflow.experiment_name == "creditcardfraud-sweep"
     assert cfg.registry.model_name == "CreditCardFraud_RF"
     assert cfg.split.test_size == 0.2
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "override, fragment",
-    [
-        ("model.max_depth=-3", "model.max_depth must be an integer >= 1"),
-        ("model.min_samples_split=1", "model.min_samples_split must be an integer >= 2"),
-        ("model.n_estimators=0", "model.n_estimators must be an integer >= 1"),
-        ("split.test_size=1.5", "split.test_size must be a fraction in (0, 1)"),
-        ("dataset=nosuch", "unknown dataset 'nosuch': choose one of creditcard, synthetic"),
-        ("model.n_estimators=abc", "model.n_estimators=abc"),
-    ],
-)
-def test_cli_bad_value_is_one_line_and_writes_nothing(stores, override, fragment):
-    result = run_module("src.train", *SMALL, *stores.overrides(), override)
-    assert_one_line_error(result, fragment)
-    assert not (stores.root / "mlflow.db").exists()  # no run, not even an empty store

