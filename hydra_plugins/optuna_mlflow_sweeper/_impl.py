@@ -69,6 +69,7 @@ class _Heartbeat:
     def __init__(self, storage: optuna.storages.BaseStorage, interval: float) -> None:
         self.storage, self.interval = storage, interval
         self.trial_ids: set[int] = set()
+        self.lock: Optional[optuna.Study] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
@@ -87,11 +88,13 @@ class _Heartbeat:
         while not self._stop.wait(self.interval):
             with self._lock:
                 ids = list(self.trial_ids)
-            for trial_id in ids:
-                try:
+            try:
+                for trial_id in ids:
                     self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # a storage hiccup must not kill the thread
-                    log.warning("heartbeat for trial id %s failed: %s", trial_id, exc)
+                if self.lock is not None:  # a packaging claim in progress
+                    self.lock.set_user_attr("heartbeat", time.time())
+            except Exception as exc:  # a storage hiccup must not kill the thread
+                log.warning("heartbeat failed: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,7 +169,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         ctx = _Context(study, client, experiment_id, parent_id, space, storage,
                        storage.get_study_id_from_name(study.study_name))
         self._repair(ctx)
-        heartbeat = _Heartbeat(storage, self.heartbeat_interval)
+        heartbeat = self.heartbeat = _Heartbeat(storage, self.heartbeat_interval)
         finished_ok = False
         try:
             self._print_start(study, ctx)
@@ -676,6 +679,9 @@ class OptunaMlflowSweeperImpl(Sweeper):
                   file=sys.stderr)
             results["packaged_run_id"] = done.get("run_id")
             return
+        claim = self._claim_packaging(ctx, best)
+        if claim is None:
+            return
         from src.tracking import TAGS
 
         run = ctx.client.create_run(
@@ -688,19 +694,68 @@ class OptunaMlflowSweeperImpl(Sweeper):
         overrides = self._job_overrides(ctx, item, stage="package") + ["hydra.sweep.subdir=package"]
         print(f"packaging the best trial ({best.number}, val_pr_auc {best.value:.4f}): refit on the training "
               f"split, test once, register", file=sys.stderr)
-        ret = self.launcher.launch([overrides], initial_job_idx=0)[0]
+        self.heartbeat.lock = claim
+        try:
+            ret = self.launcher.launch([overrides], initial_job_idx=0)[0]
+        finally:
+            self.heartbeat.lock = None
         if ret.status != JobStatus.COMPLETED:
             exc = ret._return_value
             _end_run(ctx.client, item.run_id, "FAILED", {"error": f"{type(exc).__name__}: {exc}"[:5000]})
+            claim.set_user_attr("failed", f"{type(exc).__name__}: {exc}"[:2000])
             raise SweeperError(f"packaging failed: {' '.join(str(exc).split())}")
         _end_run(ctx.client, item.run_id, "FINISHED", {})
-        ctx.study.set_user_attr(PACKAGED_ATTR, {"trial_number": best.number, "run_id": item.run_id})
+        record = {"trial_number": best.number, "run_id": item.run_id}
+        claim.set_user_attr("done", record)
+        ctx.study.set_user_attr(PACKAGED_ATTR, record)
         results["packaged_run_id"] = item.run_id
         tags = ctx.client.get_run(item.run_id).data.tags
         for key in ("registered_model_name", "registered_model_version", "promotion_decision"):
             if key in tags:
                 results[key] = tags[key]
         self._save_results(results)
+
+    def _claim_packaging(self, ctx: _Context, best: FrozenTrial) -> Optional[optuna.Study]:
+        """Exactly one worker packages a study's best trial.
+
+        The claim is the creation of a small marker study, which the storage makes atomic (a unique name): the
+        worker that creates it packages, the others see it and stop. A claim whose worker died (no heartbeat for
+        the grace period) is superseded by the next attempt's marker, again created atomically.
+        """
+        for attempt in range(100):
+            name = f"{ctx.study.study_name}::package-trial-{best.number}::attempt-{attempt}"
+            try:
+                claim = optuna.create_study(study_name=name, storage=ctx.storage, direction="maximize")
+            except optuna.exceptions.DuplicatedStudyError:
+                info = self._claim_info(name, ctx.storage)
+                if info.get("done"):
+                    print(f"best trial {best.number} was packaged by another worker", file=sys.stderr)
+                    return None
+                if not info.get("failed") and not self._claim_stale(info):
+                    print(f"another worker ({info.get('worker', {}).get('host', '?')}) is packaging best trial "
+                          f"{best.number}: this one stops here", file=sys.stderr)
+                    return None
+                continue
+            claim.set_user_attr("worker", self.worker)
+            claim.set_user_attr("heartbeat", time.time())
+            return claim
+        raise SweeperError(f"packaging of study {ctx.study.study_name!r} failed 100 times: see its marker studies")
+
+    def _claim_info(self, name: str, storage: optuna.storages.BaseStorage) -> dict:
+        """The claim's record; a marker still empty after the grace period belongs to a worker that died."""
+        study_id = storage.get_study_id_from_name(name)
+        deadline = time.monotonic() + self.grace_period
+        while True:
+            info = storage.get_study_user_attrs(study_id)
+            if info or time.monotonic() > deadline:
+                return info or {"heartbeat": 0.0}
+            time.sleep(0.5)
+
+    def _claim_stale(self, info: dict) -> bool:
+        worker = info.get("worker")
+        if worker and worker.get("host") == self.worker["host"] and self._worker_gone(worker):
+            return True
+        return time.time() - float(info.get("heartbeat", 0.0)) > self.grace_period
 
     def _print_start(self, study: optuna.Study, ctx: _Context) -> None:
         trials = study.get_trials(deepcopy=False)
