@@ -54,18 +54,18 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     data = load(cfg.dataset)
     parts = split(data, cfg.split, cfg.evaluation)
     experiment_id = tracking.connect(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
-    prune_check = None
+    link = None
     if cfg.sweep.trial_number is not None and cfg.sweep.storage:
-        from hydra_plugins.optuna_mlflow_sweeper._trial import step_reporter
+        from hydra_plugins.optuna_mlflow_sweeper._trial import TrialLink
 
-        prune_check = step_reporter(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
+        link = TrialLink(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
 
     started = time.perf_counter()
 
     def on_fold(fold: int, mean_so_far: float) -> None:
         mlflow.log_metric("val_pr_auc_running_mean", mean_so_far, step=fold)
-        if prune_check is not None:
-            prune_check(fold, mean_so_far)
+        if link is not None:
+            link.report(fold, mean_so_far)
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
             print(f"fold {fold + 1}/{len(parts.folds)} done, mean AP so far {mean_so_far:.4f} "
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -83,6 +83,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         if math.isfinite(result.pr_auc_std):
             metrics["val_pr_auc_std"] = result.pr_auc_std
         mlflow.log_metrics(metrics)
+        if link is not None:
+            link.record(**{k: v for k, v in metrics.items() if k != "val_pr_auc"})
         for fold, value in enumerate(result.fold_pr_auc):
             mlflow.log_metric("val_pr_auc_fold", value, step=fold)
         if cfg.mlflow.log_plots:

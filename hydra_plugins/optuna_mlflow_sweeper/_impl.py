@@ -627,12 +627,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
             "best_trial_number": best.number if best else None,
             "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
         }
-        if best is not None and best.user_attrs.get(RUN_ATTR):
-            try:
-                metrics = ctx.client.get_run(best.user_attrs[RUN_ATTR]).data.metrics
-                results["best_value_std"] = metrics.get("val_pr_auc_std")
-            except Exception as exc:
-                log.warning("could not read the best run's metrics: %s", exc)
+        if best is not None and "val_pr_auc_std" in best.user_attrs:
+            results["best_value_std"] = best.user_attrs["val_pr_auc_std"]
         self._save_results(results)
         self._print_table(ctx, trials)
         return results

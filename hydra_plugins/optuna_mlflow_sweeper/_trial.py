@@ -6,7 +6,6 @@ machines), so a job finds its Optuna trial again through the shared storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 
 import optuna
@@ -35,15 +34,19 @@ def find_trial(study_name: str, storage_url: str, trial_number: int) -> optuna.T
     return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, trial_number))
 
 
-def step_reporter(study_name: str, storage_url: str, trial_number: int, what: str = "step") -> Callable[
-    [int, float], None
-]:
-    """A callback for each finished step: reports the value and raises optuna.TrialPruned when told to stop."""
-    trial = find_trial(study_name, storage_url, trial_number)
+class TrialLink:
+    """A job's handle on its Optuna trial: intermediate values for the pruner, and the metrics worth keeping
+    in Optuna too (so that the study alone holds every result, whatever happens to the tracking server)."""
 
-    def report(step: int, value: float) -> None:
-        trial.report(value, step)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after {what} {step + 1} (value so far {value:.4f})")
+    def __init__(self, study_name: str, storage_url: str, trial_number: int, what: str = "step") -> None:
+        self.trial = find_trial(study_name, storage_url, trial_number)
+        self.what = what
 
-    return report
+    def report(self, step: int, value: float) -> None:
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {self.what} {step + 1} (value so far {value:.4f})")
+
+    def record(self, **values: float) -> None:
+        for key, value in values.items():
+            self.trial.set_user_attr(key, value)

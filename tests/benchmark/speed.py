@@ -1,0 +1,245 @@
+"""Speed benchmark: search efficiency, overhead, pruning, memory and fixed cost per trial, in one run.
+
+    python -m tests.benchmark.speed                # the real data (downloads it if needed): hours on 2 cores
+    python -m tests.benchmark.speed --small        # a few minutes on small synthetic data (CI runs it)
+
+Every sweep is a real command-line run (``python -m src.train --multirun``) into a private temporary store;
+the results are printed as a Markdown section and written to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# The seed's five hand-picked configurations: (n_estimators, max_depth, min_samples_split, min_samples_leaf).
+SEED_CONFIGS = [(100, 5, 2, 1), (200, 10, 5, 2), (300, 8, 10, 4), (400, 20, 2, 1), (200, 6, 20, 10)]
+
+
+def run_cli(args: list[str], store: Path, measure_memory: bool = False) -> dict:
+    """One command-line run; returns its wall time, peak RSS (KiB, whole process tree) and stderr."""
+    cmd = [sys.executable, "-m", "src.train", *args]
+    if measure_memory and Path("/usr/bin/time").exists():
+        cmd = ["/usr/bin/time", "-v", *cmd]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return {"wall": wall, "rss_kib": int(rss.group(1)) if rss else None, "stderr": proc.stderr}
+
+
+def sweep_stats(tracking_uri: str, study_name: str) -> dict:
+    """From MLflow: the parent run's duration, the trials' fit seconds, best objective."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    (parent,) = client.search_runs([exp.experiment_id],
+                                   filter_string=f"tags.run_purpose = 'hyperparameter_sweep' and "
+                                                 f"tags.`optuna.study_name` = '{study_name}'")
+    trials = client.search_runs([exp.experiment_id], max_results=5000,
+                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    fit = [r.data.metrics.get("fit_seconds", 0.0) for r in trials]
+    complete = [r.data.metrics["val_pr_auc"] for r in trials if "val_pr_auc" in r.data.metrics]
+    duration = (parent.info.end_time - parent.info.start_time) / 1000
+    return {
+        "parent_seconds": duration,
+        "fit_seconds": sum(fit),
+        "overhead_fraction": (duration - sum(fit)) / duration,
+        "n_trials": len(trials),
+        "n_complete": len(complete),
+        "best": max(complete) if complete else None,
+        "trial_fit_seconds": fit,
+    }
+
+
+def seed_configs_protocol(data_args: list[str]) -> list[dict]:
+    """The five seed configurations scored with our objective protocol (same split and folds as the sweeps)."""
+    from hydra import compose, initialize_config_dir
+
+    from src.config import register_configs, validate
+    from src.data import load, split
+    from src.evaluation import cross_validate
+    from src.model import build_model
+
+    register_configs()
+    rows = []
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for n, depth, mss, msl in SEED_CONFIGS:
+            cfg = validate(compose("config", overrides=[*data_args, f"model.n_estimators={n}",
+                                                        f"model.max_depth={depth}", f"model.min_samples_split={mss}",
+                                                        f"model.min_samples_leaf={msl}"]))
+            data = load(cfg.dataset)
+            parts = split(data, cfg.split, cfg.evaluation)
+            result = cross_validate(build_model(cfg.model), data, parts)
+            rows.append({"config": (n, depth, mss, msl), "ap": result.pr_auc, "ap_std": result.pr_auc_std,
+                         "fit_seconds": result.fit_seconds})
+            print(f"seed config {rows[-1]['config']}: AP {result.pr_auc:.4f} ± {result.pr_auc_std:.4f}, "
+                  f"{result.fit_seconds:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def bare_optuna_loop(data_args: list[str], n_trials: int) -> dict:
+    """The same fits in a plain Optuna loop (no Hydra, no MLflow): the floor for per-trial fixed cost."""
+    import optuna
+    from hydra import compose, initialize_config_dir
+
+    from src.config import register_configs, validate
+    from src.data import load, split
+    from src.evaluation import cross_validate
+    from src.model import build_model
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        base = compose("config", overrides=data_args)
+    data_cfg = validate(base)
+    data = load(data_cfg.dataset)
+    parts = split(data, data_cfg.split, data_cfg.evaluation)
+    per_trial: list[float] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        start = time.perf_counter()
+        cfg = validate(base)
+        cfg.model.max_depth = trial.suggest_categorical("max_depth", [4, 6, 8, 10, 12, 16, 20, 30, None])
+        cfg.model.min_samples_split = trial.suggest_int("min_samples_split", 2, 20)
+        cfg.model.min_samples_leaf = trial.suggest_int("min_samples_leaf", 1, 10)
+        result = cross_validate(build_model(cfg.model), data, parts)
+        per_trial.append(time.perf_counter() - start - result.fit_seconds)
+        return result.pr_auc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp}/bare.db",
+                                    sampler=optuna.samplers.TPESampler(seed=0))
+        started = time.perf_counter()
+        study.optimize(objective, n_trials=n_trials)
+        wall = time.perf_counter() - started
+    return {"median_outside_fit": statistics.median(per_trial), "wall": wall}
+
+
+def ours_fixed_cost(tracking_uri: str, study_name: str) -> float:
+    """Median per-trial time outside fitting: from one trial's end to the next one's end, minus its fit."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    runs = client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"],
+                              filter_string=f"tags.run_purpose = 'hyperparameter_tuning' and "
+                                            f"tags.`optuna.study_name` = '{study_name}'")
+    ends = [r.info.end_time / 1000 for r in runs]
+    fits = [r.data.metrics["fit_seconds"] for r in runs]
+    return statistics.median(ends[i] - ends[i - 1] - fits[i] for i in range(1, len(runs)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="small synthetic data: minutes, for CI")
+    parser.add_argument("--json", default=None, help="write the numbers here")
+    parser.add_argument("--pruning-trials", type=int, default=None)
+    args = parser.parse_args()
+
+    if args.small:
+        data_args = ["dataset=synthetic", "dataset.n_rows=20000", "dataset.fraud_rate=0.005",
+                     "model.n_estimators=20"]
+        pruning_trials, tiny_trials = args.pruning_trials or 6, 8
+    else:
+        data_args = []
+        pruning_trials, tiny_trials = args.pruning_trials or 30, 30
+    tiny_args = ["dataset=synthetic", "dataset.n_rows=20000", "model.n_estimators=5"]
+    results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
+                     "command": " ".join(["python -m tests.benchmark.speed", *sys.argv[1:]])}
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        store = Path(tmp)
+        tracking = f"sqlite:///{store / 'mlflow.db'}"
+
+        def sweep(name: str, *extra: str, memory: bool = False, data: list[str] = data_args) -> dict:
+            common = ["--multirun", *data, f"mlflow.tracking_uri={tracking}", "registry.enabled=false",
+                      f"hydra.sweeper.storage=sqlite:///{store / 'optuna.db'}", f"hydra.sweeper.study_name={name}",
+                      f"hydra.sweep.dir={store / name}"]
+            run = run_cli([*common, *extra], store, measure_memory=memory)
+            stats = sweep_stats(tracking, name)
+            stats.update(wall=run["wall"], rss_kib=run["rss_kib"])
+            print(f"{name}: wall {run['wall']:.0f} s, {stats['n_trials']} trials, best {stats['best']}, "
+                  f"overhead {stats['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
+            return stats
+
+        # 1. Search efficiency against the seed's five configurations.
+        seeds = seed_configs_protocol(data_args)
+        budget = sum(r["fit_seconds"] for r in seeds)
+        results["seed_configs"] = seeds
+        results["budget_seconds"] = budget
+        results["seed_best"] = max(r["ap"] for r in seeds)
+        results["sweep_B"] = sweep("bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}",
+                                   "hydra.sweeper.n_trials=10000", memory=True)
+        results["sweep_B_half"] = sweep("bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
+                                        "hydra.sweeper.n_trials=10000")
+        # 3. Pruning: the same study with and without it.
+        results["pruned"] = sweep("bench-pruned", f"hydra.sweeper.n_trials={pruning_trials}",
+                                  "hydra.sweeper.pruner=median", memory=True)
+        results["unpruned"] = sweep("bench-unpruned", f"hydra.sweeper.n_trials={pruning_trials}",
+                                    "hydra.sweeper.pruner=none")
+        # 5. Fixed cost per trial on a tiny model, ours against a bare Optuna loop.
+        tiny = sweep("bench-tiny", f"hydra.sweeper.n_trials={tiny_trials}", "hydra.sweeper.pruner=none",
+                     data=tiny_args)
+        results["tiny_ours_median_outside_fit"] = ours_fixed_cost(tracking, "bench-tiny")
+        results["tiny_ours_wall"] = tiny["wall"]
+        bare = bare_optuna_loop(tiny_args, tiny_trials)
+        results["tiny_bare_median_outside_fit"] = bare["median_outside_fit"]
+        results["tiny_bare_wall"] = bare["wall"]
+
+    for key in ("sweep_B", "sweep_B_half", "pruned", "unpruned"):
+        results[key].pop("trial_fit_seconds", None)
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def render(r: dict) -> str:
+    rss = max(x for x in (r["sweep_B"]["rss_kib"], r["pruned"]["rss_kib"]) if x) / 1024**2 \
+        if r["sweep_B"]["rss_kib"] or r["pruned"]["rss_kib"] else float("nan")
+    ratio = r["pruned"]["wall"] / r["unpruned"]["wall"]
+    gap = (r["unpruned"]["best"] or 0) - (r["pruned"]["best"] or 0)
+    lines = [
+        f"## Run of {r['date']} ({'small synthetic' if r['small'] else 'real data'})",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        "| Measurement | Result | Target |",
+        "|---|---|---|",
+        f"| Seed's five configs (our protocol): best AP, total fit time B | {r['seed_best']:.4f}, "
+        f"B = {r['budget_seconds']:.0f} s | - |",
+        f"| Sweep with budget B: best AP found ({r['sweep_B']['n_trials']} trials, wall {r['sweep_B']['wall']:.0f} s)"
+        f" | {r['sweep_B']['best']:.4f} | >= {r['seed_best']:.4f} |",
+        f"| Sweep with budget B/2: best AP found ({r['sweep_B_half']['n_trials']} trials) | "
+        f"{r['sweep_B_half']['best']:.4f} | (reported) |",
+        f"| Overhead outside fitting and scoring (sweep B) | {r['sweep_B']['overhead_fraction']:.1%} | <= 2 % |",
+        f"| Pruning: wall time pruned / unpruned ({r['pruned']['n_trials']} trials each) | "
+        f"{r['pruned']['wall']:.0f} s / {r['unpruned']['wall']:.0f} s = {ratio:.2f} | <= 0.6 |",
+        f"| Pruning: best AP pruned vs unpruned | {r['pruned']['best']:.4f} vs {r['unpruned']['best']:.4f} "
+        f"(gap {gap:+.4f}) | within 0.005 |",
+        f"| Peak RSS of a sweep (whole process) | {rss:.2f} GiB | <= 1.5 GiB |",
+        f"| Fixed cost per trial, tiny model (20,000 rows, 5 trees): ours / bare Optuna | "
+        f"{r['tiny_ours_median_outside_fit']:.3f} s / {r['tiny_bare_median_outside_fit']:.3f} s | (reported) |",
+    ]
+    seeds = ", ".join(f"{tuple(s['config'])}: {s['ap']:.4f} ({s['fit_seconds']:.0f} s)" for s in r["seed_configs"])
+    lines += ["", f"Seed configs: {seeds}."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

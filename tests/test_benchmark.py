@@ -1,0 +1,25 @@
+"""The speed benchmark's small mode, so that it cannot rot (its timings are recorded, never asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_small_benchmark_runs_and_reports_every_measurement(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.speed", "--small", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("Sweep with budget B:", "Sweep with budget B/2", "Overhead outside fitting", "Pruning: wall time",
+                "Peak RSS", "Fixed cost per trial"):
+        assert row in proc.stdout
+    r = json.loads(out.read_text())
+    assert len(r["seed_configs"]) == 5 and r["budget_seconds"] > 0
+    assert r["sweep_B"]["n_trials"] >= 1 and 0 < r["sweep_B"]["overhead_fraction"] < 1
+    assert r["pruned"]["n_trials"] == r["unpruned"]["n_trials"]
+    assert r["tiny_ours_median_outside_fit"] > 0 and r["tiny_bare_median_outside_fit"] > 0

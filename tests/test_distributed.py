@@ -1,0 +1,58 @@
+"""Several workers, one study: a shared Optuna storage (PostgreSQL in CI) and a real MLflow tracking server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+from conftest import ROOT, SMALL
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+
+def start_worker(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "src.train", "--multirun", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+
+
+def test_three_workers_finish_exactly_n_trials_under_one_parent(tmp_path, tracking_server, shared_storage):
+    tag = uuid.uuid4().hex[:8]
+    study, experiment, model = f"dist-{tag}", f"dist-{tag}", f"Dist_{tag}"
+    args = [*SMALL, "mlflow.log_plots=false", f"mlflow.tracking_uri={tracking_server}",
+            f"mlflow.experiment_name={experiment}", f"registry.model_name={model}",
+            f"hydra.sweeper.storage={shared_storage}", f"hydra.sweeper.study_name={study}",
+            "hydra.sweeper.n_trials=7", "hydra.sweeper.pruner=none"]
+    workers = [start_worker([*args, f"hydra.sweep.dir={tmp_path / f'w{i}'}"]) for i in range(3)]
+    outputs = [w.communicate(timeout=900) for w in workers]
+    for w, (_, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err[-3000:]
+
+    trials = optuna.load_study(study_name=study, storage=shared_storage).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 7  # exactly n_trials, no overshoot
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs.get("fail_reason") == "surplus" for t in trials if t.state == TrialState.FAIL)
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.system_attrs["sweeper.worker"]["pid"] for t in finished}) >= 2  # the work was shared
+
+    client = MlflowClient(tracking_server)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("run_purpose") == "hyperparameter_sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("run_purpose") == "hyperparameter_tuning"]
+    assert {r.info.run_id for r in children} >= {t.user_attrs["mlflow_run_id"] for t in finished}
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    packaged = [r for r in runs if r.info.run_name == "best_model_packaged"]
+    assert len(packaged) == 1 and packaged[0].info.status == "FINISHED"
+    versions = client.search_model_versions(f"name = '{model}'")
+    assert len(versions) == 1
+    assert str(client.get_model_version_by_alias(model, "champion").version) == str(versions[0].version)
