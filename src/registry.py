@@ -60,7 +60,11 @@ def package_best(cfg: Config, raw_cfg: DictConfig) -> float:
     client = MlflowClient(cfg.mlflow.tracking_uri)
     if cfg.registry.enabled:
         _check_registry(client, cfg.registry.model_name)
-    with tracking.tracked_run(cfg, experiment_id, "best_model_packaged") as run:
+    with tracking.tracked_run(cfg, experiment_id, "best_model_packaged", tracking.RunLogger(
+            cfg.mlflow.tracking_uri)) as run:
+        if run is None:
+            raise tracking.TrackingUnavailable(f"the tracking server at {tracking.redact(cfg.mlflow.tracking_uri)} "
+                                               f"does not answer: nothing was packaged")
         mlflow.log_params(tracking.run_params(cfg, data))
         mlflow.set_tags(tracking.run_tags(cfg, data, "model_packaging"))
         tracking.log_dataset(data, context="training")
@@ -79,7 +83,14 @@ def package_best(cfg: Config, raw_cfg: DictConfig) -> float:
         print(f"test_pr_auc = {test.pr_auc:.4f} (95% bootstrap interval {test.pr_auc_ci_low:.4f} to "
               f"{test.pr_auc_ci_high:.4f}), test_roc_auc = {test.roc_auc:.4f}, on {len(parts.test)} held-out "
               f"rows with {int(data.y[parts.test].sum())} frauds", file=sys.stderr)
-        if cfg.registry.enabled:
+        existing = _registered_for_this_trial(client, cfg) if cfg.registry.enabled else None
+        if existing is not None:  # an interrupted packaging of the same trial got as far as registering
+            version, promoted = _complete_aliases(client, cfg.registry.model_name, existing)
+            mlflow.set_tags({"registered_model_name": cfg.registry.model_name,
+                             "registered_model_version": version,
+                             "promotion_decision": "promoted" if promoted else "kept_champion",
+                             "registration": "reused the version an interrupted packaging run registered"})
+        elif cfg.registry.enabled:
             example = features_frame(data.X[_example_rows(data, parts)])
             info = mlflow.sklearn.log_model(
                 fitted,
@@ -97,6 +108,35 @@ def package_best(cfg: Config, raw_cfg: DictConfig) -> float:
                              "registered_model_version": version,
                              "promotion_decision": "promoted" if decision.promote else "kept_champion"})
     return test.pr_auc
+
+
+def _registered_for_this_trial(client: MlflowClient, cfg: Config) -> Any:
+    """The version already registered for this study's trial, if a packaging job died after registering it."""
+    if not cfg.sweep.study_name or cfg.sweep.trial_number is None:
+        return None
+    query = (f"name = '{cfg.registry.model_name}' and tags.`optuna.study_name` = '{cfg.sweep.study_name}' "
+             f"and tags.`optuna.trial_number` = '{cfg.sweep.trial_number}'")
+    try:
+        found = client.search_model_versions(query)
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _complete_aliases(client: MlflowClient, name: str, mv: Any) -> tuple[str, bool]:
+    """Finish what the interrupted job started: the aliases its recorded decision called for."""
+    version, promoted = str(mv.version), mv.tags.get("decision") == "promoted"
+    newer = [v for v in client.search_model_versions(f"name = '{name}'") if int(v.version) > int(version)]
+    if not newer:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        champion = _alias_version(client, name, CHAMPION)
+        compared = mv.tags.get("compared_with_version") or None
+        current = str(champion.version) if champion is not None else None
+        if promoted and current != version and current == compared:
+            client.set_registered_model_alias(name, CHAMPION, version)
+    print(f"{name} version {version} was already registered for this trial: reused ({mv.tags.get('decision')})",
+          file=sys.stderr)
+    return version, promoted
 
 
 def _requirements() -> list[str]:
@@ -187,6 +227,8 @@ def register(client: MlflowClient, cfg: Config, data: Dataset, model_uri: str, r
     }
     if cfg.sweep.study_name:
         tags["optuna.study_name"] = cfg.sweep.study_name
+    if cfg.sweep.trial_number is not None:
+        tags["optuna.trial_number"] = str(cfg.sweep.trial_number)
     try:
         mv = mlflow.register_model(model_uri, name, tags=tags)
     except MlflowException as exc:

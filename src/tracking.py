@@ -83,6 +83,10 @@ def check_tracking_uri(uri: str) -> None:
 def connect(tracking_uri: str, experiment_name: str) -> str:
     """Point MLflow at the store and return the experiment id, creating the experiment if needed."""
     check_tracking_uri(tracking_uri)
+    # MLflow retries an unreachable server for about 4 minutes per call by default; a sweep notices an outage
+    # within about half a minute instead (set these variables to choose otherwise).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     try:
@@ -171,8 +175,46 @@ def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
     return tags
 
 
+class TrackingUnavailable(TrackingError):
+    pass
+
+
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                "Read timed out", "RemoteDisconnected", "Connection aborted", "Connection reset")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The tracking server is gone (as opposed to a bad request, which is a bug to surface)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, ConnectionError) or any(s in text for s in _UNREACHABLE)
+
+
+class RunLogger:
+    """A job's MLflow calls, surviving the tracking server going away mid-job.
+
+    After the first call that cannot reach the server the rest are skipped and ``lost`` says why; the job still
+    finishes its work, and the sweeper repairs the run from the Optuna study once the server is back.
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.lost: Optional[str] = None
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            self.lost = f"the tracking server at {redact(self.tracking_uri)} stopped answering"
+            print(f"warning: {self.lost}; this job's records are kept and repaired when it is back", file=sys.stderr)
+            return None
+
+
 @contextlib.contextmanager
-def tracked_run(cfg: Config, experiment_id: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(cfg: Config, experiment_id: str, run_name: str, log: RunLogger) -> Iterator[Any]:
     """The run for this job: the one the sweeper prepared, or a new one (nested if a parent is given).
 
     Ends FINISHED, KILLED when pruned or interrupted, FAILED with the error as a tag otherwise.
@@ -180,27 +222,31 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str) -> Iterator[mlfl
     from optuna.exceptions import TrialPruned
 
     if cfg.sweep.run_id:
-        run = mlflow.start_run(run_id=cfg.sweep.run_id)
+        run = log(mlflow.start_run, run_id=cfg.sweep.run_id)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                               parent_run_id=cfg.sweep.parent_run_id or None)
+        run = log(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
+                  parent_run_id=cfg.sweep.parent_run_id or None)
     try:
         yield run
     except TrialPruned as exc:
-        mlflow.set_tags({"optuna.trial_state": "PRUNED", "pruned": str(exc) or "true"})
-        mlflow.end_run("KILLED")
+        log(mlflow.set_tags, {"optuna.trial_state": "PRUNED", "pruned": str(exc) or "true"})
+        log(mlflow.end_run, "KILLED")
         raise
     except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted (KeyboardInterrupt)")
-        mlflow.end_run("KILLED")
+        log(mlflow.set_tag, "error", "interrupted (KeyboardInterrupt)")
+        log(mlflow.end_run, "KILLED")
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.end_run("FAILED")
+            log(mlflow.set_tag, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        log(mlflow.end_run, "FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        log(mlflow.end_run, "FINISHED")
+    finally:
+        if mlflow.active_run() is not None and log.lost is not None:
+            with contextlib.suppress(Exception):  # leave no half-open run in this process
+                mlflow.end_run()
 
 
 def log_dataset(data: Dataset, context: str) -> None:

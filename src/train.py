@@ -53,17 +53,24 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     """Cross-validate one configuration on the training split and record it as one MLflow run."""
     data = load(cfg.dataset)
     parts = split(data, cfg.split, cfg.evaluation)
-    experiment_id = tracking.connect(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     link = None
     if cfg.sweep.trial_number is not None and cfg.sweep.storage:
         from hydra_plugins.optuna_mlflow_sweeper._trial import TrialLink
 
         link = TrialLink(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
+    log = tracking.RunLogger(cfg.mlflow.tracking_uri)
+    experiment_id = None
+    try:
+        experiment_id = tracking.connect(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    except tracking.TrackingError as exc:
+        if link is None or not cfg.sweep.run_id:
+            raise  # a single run has nowhere else to keep its result: stop before the work
+        log.lost = str(exc)  # a trial still computes its objective; Optuna keeps it
 
     started = time.perf_counter()
 
     def on_fold(fold: int, mean_so_far: float) -> None:
-        mlflow.log_metric("val_pr_auc_running_mean", mean_so_far, step=fold)
+        log(mlflow.log_metric, "val_pr_auc_running_mean", mean_so_far, step=fold)
         if link is not None:
             link.report(fold, mean_so_far)
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
@@ -71,30 +78,35 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     run_name = f"trial-{cfg.sweep.trial_number:03d}" if cfg.sweep.trial_number is not None else None
-    with tracking.tracked_run(cfg, experiment_id, run_name) as run:
-        mlflow.log_params(tracking.run_params(cfg, data))
-        mlflow.set_tags(tracking.run_tags(cfg, data, "hyperparameter_tuning"))
-        tracking.log_dataset(data, context="training")
-        mlflow.log_dict(tracking.loggable_config(raw_cfg), "config/config.yaml")
+    with tracking.tracked_run(cfg, experiment_id, run_name, log) as run:
+        log(mlflow.log_params, tracking.run_params(cfg, data))
+        log(mlflow.set_tags, tracking.run_tags(cfg, data, "hyperparameter_tuning"))
+        log(tracking.log_dataset, data, context="training")
+        log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
         result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold)
         if not math.isfinite(result.pr_auc):
             raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")
         metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}
         if math.isfinite(result.pr_auc_std):
             metrics["val_pr_auc_std"] = result.pr_auc_std
-        mlflow.log_metrics(metrics)
-        if link is not None:
-            link.record(**{k: v for k, v in metrics.items() if k != "val_pr_auc"})
+        log(mlflow.log_metrics, metrics)
         for fold, value in enumerate(result.fold_pr_auc):
-            mlflow.log_metric("val_pr_auc_fold", value, step=fold)
-        if cfg.mlflow.log_plots:
+            log(mlflow.log_metric, "val_pr_auc_fold", value, step=fold)
+        if cfg.mlflow.log_plots and log.lost is None:
             y_oof = data.y[result.oof_index]
             title = f"out-of-fold, {len(parts.folds)} fold(s)"
-            tracking.log_figures(plots(y_oof, result.oof_proba, cfg.evaluation.threshold, title))
+            log(tracking.log_figures, plots(y_oof, result.oof_proba, cfg.evaluation.threshold, title))
+        if link is not None:
+            link.record(**{k: v for k, v in metrics.items() if k != "val_pr_auc"})
+            if log.lost is not None:
+                link.record(mlflow_lost=log.lost)
     if cfg.sweep.trial_number is None:
         print(f"val_pr_auc = {result.pr_auc:.4f} ± {result.pr_auc_std:.4f} (mean ± std over "
               f"{len(result.fold_pr_auc)} folds of the training split), val_roc_auc = {result.roc_auc:.4f}, "
               f"fit {result.fit_seconds:.1f} s", file=sys.stderr)
+        if log.lost is not None:
+            raise tracking.TrackingUnavailable(f"{log.lost}: this run's result (val_pr_auc {result.pr_auc:.4f}) was "
+                                               f"not recorded")
         tracking.print_run_location(run, cfg.mlflow.tracking_uri)
     return result.pr_auc
 

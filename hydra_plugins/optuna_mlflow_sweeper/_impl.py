@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from src.tracking import redact  # noqa: E402  (the project's own helpers)
+from src.tracking import is_unreachable, redact  # noqa: E402  (the project's own helpers)
 
 from . import _search_space
 from ._factories import FactoryError, make_pruner, make_sampler
@@ -53,6 +53,33 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 class SweeperError(HydraException):
     """An expected problem with the sweep's settings or stores: reported as one line."""
+
+
+class TrackingDown(SweeperError):
+    """The MLflow tracking server stopped answering: the sweep stops, the Optuna study keeps every result."""
+
+
+class _GuardedClient:
+    """An MlflowClient whose calls raise TrackingDown when the server is unreachable (not after 4 minutes of
+    tracebacks), so that the sweep can stop cleanly and be repaired later."""
+
+    def __init__(self, client: Any, uri: str) -> None:
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise TrackingDown(f"the tracking server at {redact(self._uri)} stopped answering") from None
+                raise
+
+        return call
 
 
 @dataclass
@@ -135,6 +162,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.worker = {"host": socket.gethostname(), "pid": os.getpid(), "invocation": uuid.uuid4().hex}
         self.config: Optional[DictConfig] = None
+        self.tracking_down = False
 
     # -- Hydra's Sweeper interface ---------------------------------------------------------------------------
 
@@ -164,13 +192,13 @@ class OptunaMlflowSweeperImpl(Sweeper):
         from src.tracking import connect
 
         experiment_id = connect(self.tracking_uri, self.experiment_name)
-        client = MlflowClient(self.tracking_uri)
+        client = _GuardedClient(MlflowClient(self.tracking_uri), self.tracking_uri)
         parent_id = self._parent_run(study, storage, client, experiment_id, created, space)
         ctx = _Context(study, client, experiment_id, parent_id, space, storage,
                        storage.get_study_id_from_name(study.study_name))
         self._repair(ctx)
         heartbeat = self.heartbeat = _Heartbeat(storage, self.heartbeat_interval)
-        finished_ok = False
+        finished_ok, abandon_reason, status = False, "error", "FAILED"
         try:
             self._print_start(study, ctx)
             stop_reason = self._loop(ctx, heartbeat)
@@ -178,16 +206,28 @@ class OptunaMlflowSweeperImpl(Sweeper):
             results = self._write_results(ctx, stop_reason)
             if stop_reason == "complete" and self._package_enabled():
                 self._package(ctx, results)
-            finished_ok = True
+            finished_ok, status = True, "FINISHED"
             return results
+        except TrackingDown as exc:
+            self.tracking_down = True  # no more MLflow calls: each would wait for the server again
+            abandon_reason = "infrastructure: tracking server unreachable"
+            self._abandon_own_trials(ctx, abandon_reason)
+            self._write_results(ctx, "tracking server unreachable")
+            done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+            raise TrackingDown(
+                f"{exc} during the sweep: study {study.study_name!r} keeps its {done} finished trials; rerun the "
+                f"same command once the server is back: the MLflow runs are repaired from the study and the sweep "
+                f"continues") from None
+        except (KeyboardInterrupt, SystemExit):
+            abandon_reason, status = "interrupted", "KILLED"
+            raise
         finally:
             heartbeat.stop()
-            interrupted = sys.exc_info()[0] in (KeyboardInterrupt, SystemExit)
             if not finished_ok:
-                self._abandon_own_trials(ctx, "interrupted" if interrupted else "error")
-            status = "FINISHED" if finished_ok else ("KILLED" if interrupted else "FAILED")
+                self._abandon_own_trials(ctx, abandon_reason)
             try:
-                client.set_terminated(parent_id, status=status)
+                if not self.tracking_down:
+                    client.set_terminated(parent_id, status=status)
             except Exception as exc:  # the tracking store may be the thing that failed
                 log.warning("could not mark the parent run %s %s: %s", parent_id, status, exc)
 
@@ -318,7 +358,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         # (Trials failed by Optuna's heartbeat check carry no fail_reason: they count as stale, not as errors.)
         # Runs still RUNNING whose trial is not (killed workers, or a crash between two bookkeeping steps).
-        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        states = {n: t.state for n, t in by_number.items()}
         running_runs = ctx.client.search_runs(
             [ctx.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{ctx.parent_id}' and attributes.status = 'RUNNING'",
@@ -332,9 +373,30 @@ class OptunaMlflowSweeperImpl(Sweeper):
             if run.info.run_name == "best_model_packaged" and state == TrialState.COMPLETE:
                 _end_run(ctx.client, run.info.run_id, "KILLED", {"error": "packaging was interrupted"})
                 continue
+            if state == TrialState.COMPLETE:  # finished in Optuna while MLflow was unreachable: complete the run
+                self._restore_run(ctx, run, by_number[int(number)])
+                continue
             _end_run(ctx.client, run.info.run_id, "KILLED", {
                 "optuna.trial_state": state.name if state is not None else "UNKNOWN",
                 "error": "the worker died (killed or crashed) before the trial ended"})
+
+    def _restore_run(self, ctx: _Context, run: Any, trial: FrozenTrial) -> None:
+        """Rebuild a trial's MLflow record from the study (the objective and the metrics the trial kept there)."""
+        metrics = {"val_pr_auc": trial.value}
+        metrics.update({k: trial.user_attrs[k] for k in ("val_pr_auc_std", "val_roc_auc", "fit_seconds")
+                        if isinstance(trial.user_attrs.get(k), (int, float))})
+        for key, value in metrics.items():
+            if key not in run.data.metrics:
+                ctx.client.log_metric(run.info.run_id, key, value)
+        for key, value in trial.params.items():
+            name = key.rsplit(".", 1)[-1]
+            if name not in run.data.params:
+                ctx.client.log_param(run.info.run_id, name, value)
+        _end_run(ctx.client, run.info.run_id, "FINISHED", {
+            "optuna.trial_state": "COMPLETE",
+            "repaired": "restored from the Optuna study after the tracking server was unreachable; "
+                        "plots and some params may be missing"})
+        print(f"trial {trial.number}: MLflow run {run.info.run_id} restored from the study", file=sys.stderr)
 
     def _abandon_own_trials(self, ctx: _Context, reason: str) -> None:
         """On the way out after an error or Ctrl-C: no trial of this invocation stays RUNNING."""
@@ -345,10 +407,10 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 trial_id = self._trial_id(ctx, trial.number)
                 ctx.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
                 ctx.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                if trial.user_attrs.get(RUN_ATTR):
+                if trial.user_attrs.get(RUN_ATTR) and not self.tracking_down:
                     _end_run(ctx.client, trial.user_attrs[RUN_ATTR], "KILLED",
                              {"optuna.trial_state": "FAIL", "error": f"sweep {reason}"})
-        except Exception as exc:  # best effort: the next start repairs whatever is left
+        except Exception as exc:  # best effort (the tracking server may be down): the next start repairs the rest
             log.warning("could not close this sweep's running trials: %s", exc)
 
     def _worker_gone(self, worker: dict) -> bool:
@@ -521,9 +583,15 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 self._tell_failed(ctx, item, reason, f"{type(exc).__name__}: {exc}", "KILLED")
                 heartbeat.discard(item.trial_id)
             raise
+        down: Optional[TrackingDown] = None
         for item, ret in zip(batch, returns, strict=True):
-            self._tell(ctx, item, ret)
+            try:
+                self._tell(ctx, item, ret)  # Optuna first, then MLflow
+            except TrackingDown as exc:
+                down = down or exc  # the other trials of the batch are still told to Optuna
             heartbeat.discard(item.trial_id)
+        if down is not None:
+            raise down
 
     def _tell(self, ctx: _Context, item: _Launched, ret: JobReturn) -> None:
         trial = item.trial
@@ -824,6 +892,8 @@ def _end_run(client: Any, run_id: str, status: str, tags: dict[str, str]) -> Non
             client.set_tag(run_id, key, value)
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, status=status)
+    except TrackingDown:
+        raise
     except Exception as exc:
         log.warning("could not update MLflow run %s: %s", run_id, exc)
 

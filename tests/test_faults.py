@@ -1,0 +1,162 @@
+"""Faults: SIGKILL at seeded moments (during a fit, during logging, during packaging) and resume; injected
+failures; a tracking server that is down at the start or goes away mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import ROOT, SMALL, MlflowServer, assert_one_line_error, free_port, run_module
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+N_TRIALS = 4
+
+
+def sweep_args(stores, *extra):
+    return ["--multirun", *SMALL, *stores.overrides(), "model.n_estimators=30", "hydra.sweeper.pruner=none",
+            f"hydra.sweeper.n_trials={N_TRIALS}", "hydra.sweeper.study_name=faults", *extra]
+
+
+def trials(stores):
+    try:
+        return optuna.load_study(study_name="faults", storage=stores.storage).trials
+    except KeyError:
+        return []
+
+
+def runs(stores):
+    client = MlflowClient(stores.tracking_uri)
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def in_fit(stores) -> bool:
+    return any(t.state == TrialState.RUNNING and not t.intermediate_values for t in trials(stores))
+
+
+def in_logging(stores) -> bool:  # every fold scored: the trial is writing its metrics and plots
+    return any(t.state == TrialState.RUNNING and len(t.intermediate_values) == 3 for t in trials(stores))
+
+
+def in_packaging(stores) -> bool:
+    # Read MLflow only once the sweep has set its store up (two processes creating it at once would collide).
+    if sum(t.state == TrialState.COMPLETE for t in trials(stores)) < N_TRIALS:
+        return False
+    return any(r.info.run_name == "best_model_packaged" and r.info.status == "RUNNING" for r in runs(stores))
+
+
+MOMENTS = {"fit": in_fit, "logging": in_logging, "packaging": in_packaging}
+
+
+@pytest.mark.parametrize("moment, seed", [("fit", 0), ("logging", 1), ("packaging", 2), ("packaging", 3)])
+def test_sigkill_at_a_seeded_moment_then_resume(stores, moment, seed):
+    rng = random.Random(seed)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *sweep_args(stores)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (stores.root / "optuna.db").exists() and MOMENTS[moment](stores):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"never saw the {moment} moment (exit {proc.poll()})")
+        time.sleep(rng.uniform(0.0, 0.4 if moment != "packaging" else 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    resumed = run_module("src.train", *sweep_args(stores))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    all_trials = trials(stores)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in all_trials) == N_TRIALS
+    assert not [t for t in all_trials if t.state == TrialState.RUNNING]
+    assert len({t.number for t in all_trials}) == len(all_trials)
+    all_runs = runs(stores)
+    assert not [r for r in all_runs if r.info.status == "RUNNING"]
+    assert len([r for r in all_runs if r.data.tags.get("run_purpose") == "hyperparameter_sweep"]) == 1
+    packaged = [r for r in all_runs if r.info.run_name == "best_model_packaged" and r.info.status == "FINISHED"]
+    assert len(packaged) == 1
+    versions = MlflowClient(stores.tracking_uri).search_model_versions("name = 'CreditCardFraud_RF'")
+    assert len(versions) == 1  # a packaging job killed after registering is not registered twice
+    assert {t.number for t in all_trials if t.state == TrialState.FAIL} == {
+        t.number for t in all_trials if t.user_attrs.get("fail_reason", "stale").startswith("stale")
+        and t.state == TrialState.FAIL}
+
+
+def test_thirty_percent_failing_trials_stay_within_the_budget(stores):
+    out = run_module("tests.apps.flaky_app", "--multirun", *SMALL, *stores.overrides(), "registry.enabled=false",
+                     "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=10",
+                     "hydra.sweeper.max_failures=8", env={"FLAKY_RAISE_SHARE": "0.3"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name=optuna.get_all_study_names(stores.storage)[0], storage=stores.storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 10
+    assert failed and all(t.user_attrs["fail_reason"] == "error" for t in failed)
+    assert all("injected failure" in t.user_attrs["error"] for t in failed)
+    assert sum("FAIL " in line for line in out.stderr.splitlines()) == len(failed)  # reported, one line each
+
+
+def test_tracking_server_down_at_start_is_one_line_before_training(stores):
+    out = run_module("src.train", "--multirun", *SMALL, *stores.overrides(),
+                     f"mlflow.tracking_uri=http://127.0.0.1:{free_port()}")
+    assert_one_line_error(out, "tracking server unreachable")
+    assert not (stores.root / "optuna.db").exists()
+
+
+def test_tracking_server_gone_mid_sweep_loses_nothing(stores, tmp_path):
+    server = MlflowServer(tmp_path / "server").start()
+    args = ["--multirun", *SMALL, *stores.overrides(), f"mlflow.tracking_uri={server.uri}", "registry.enabled=false",
+            "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.study_name=outage", "model.n_estimators=30"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # let two trials finish, then take the server away
+            done = [t for t in optuna.load_study(study_name="outage", storage=stores.storage).trials
+                    if t.state == TrialState.COMPLETE] if (stores.root / "optuna.db").exists() else []
+            if len(done) >= 2:
+                break
+            time.sleep(0.2)
+        server.stop()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    study = optuna.load_study(study_name="outage", storage=stores.storage)
+    # Optuna kept every result it got; the sweep said what happened in one line.
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert "tracking server" in err.strip().splitlines()[-1]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    server.start()  # back: the next run of the same command repairs MLflow and finishes the study
+    try:
+        again = run_module("src.train", *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        study = optuna.load_study(study_name="outage", storage=stores.storage)
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 6
+        client = MlflowClient(server.uri)
+        exp = client.get_experiment_by_name("creditcardfraud-sweep")
+        by_id = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
+        for t in complete:  # every finished trial has a finished MLflow run with its objective
+            run = by_id[t.user_attrs["mlflow_run_id"]]
+            assert run.info.status == "FINISHED" and run.data.metrics["val_pr_auc"] == pytest.approx(t.value)
+        assert not [r for r in by_id.values() if r.info.status == "RUNNING"]
+    finally:
+        server.stop()
