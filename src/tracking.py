@@ -80,8 +80,22 @@ def check_tracking_uri(uri: str) -> None:
                             f"http(s)://host:port or a database URL")
 
 
+_CONNECTED: dict[tuple[str, str], str] = {}
+
+
 def connect(tracking_uri: str, experiment_name: str) -> str:
-    """Point MLflow at the store and return the experiment id, creating the experiment if needed."""
+    """Point MLflow at the store and return the experiment id, creating the experiment if needed.
+
+    Once per process and store: a sweep's trials share the sweeper's process (or a few joblib workers).
+    """
+    key = (tracking_uri, experiment_name)
+    if key not in _CONNECTED:
+        _CONNECTED[key] = _connect(tracking_uri, experiment_name)
+    mlflow.set_tracking_uri(tracking_uri)
+    return _CONNECTED[key]
+
+
+def _connect(tracking_uri: str, experiment_name: str) -> str:
     check_tracking_uri(tracking_uri)
     # MLflow retries an unreachable server for about 4 minutes per call by default; a sweep notices an outage
     # within about half a minute instead (set these variables to choose otherwise).

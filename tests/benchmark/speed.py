@@ -152,7 +152,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.small:
-        data_args = ["dataset=synthetic", "dataset.n_rows=20000", "dataset.fraud_rate=0.005",
+        data_args = ["dataset=synthetic", "dataset.n_rows=8000", "dataset.fraud_rate=0.01", "mlflow.log_plots=false",
                      "model.n_estimators=20"]
         pruning_trials, tiny_trials = args.pruning_trials or 6, 8
     else:
