@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from src.tracking import is_unreachable, redact  # noqa: E402  (the project's own helpers)
+from src.tracking import check_tracking_uri, is_unreachable, redact  # noqa: E402  (the project's own helpers)
 
 from . import _search_space
 from ._factories import FactoryError, make_pruner, make_sampler
@@ -181,6 +181,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         self._check_settings()
         space = self._search_space(arguments)
         base_cfg = self._validate_space(space)
+        check_tracking_uri(self.tracking_uri)  # an unreachable server fails here, before anything is written
         storage = self._storage()
         study_name = self.study_name or self._derived_study_name(base_cfg, space)
         study, created = self._study(study_name, storage)
