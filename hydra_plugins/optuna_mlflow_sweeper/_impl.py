@@ -351,6 +351,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
             else:
                 gone = self._worker_gone(worker)
             if gone:
+                if self._recover_finished(ctx, trial):
+                    continue
                 try:
                     ctx.storage.set_trial_user_attr(self._trial_id(ctx, trial.number), FAIL_REASON_ATTR,
                                                     "stale: its worker died")
@@ -380,6 +382,25 @@ class OptunaMlflowSweeperImpl(Sweeper):
             _end_run(ctx.client, run.info.run_id, "KILLED", {
                 "optuna.trial_state": state.name if state is not None else "UNKNOWN",
                 "error": "the worker died (killed or crashed) before the trial ended"})
+
+    def _recover_finished(self, ctx: _Context, trial: FrozenTrial) -> bool:
+        """A worker killed after its trial's job finished but before telling Optuna: keep the result."""
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if not run_id:
+            return False
+        run = ctx.client.get_run(run_id)
+        value = run.data.metrics.get("val_pr_auc")
+        if run.info.status != "FINISHED" or value is None:
+            return False
+        try:
+            ctx.study.tell(trial.number, value)
+        except (ValueError, RuntimeError):  # finished meanwhile
+            return False
+        _end_run(ctx.client, run_id, "FINISHED", {"optuna.trial_state": "COMPLETE",
+                                                  "repaired": "told to Optuna after its worker died"})
+        print(f"trial {trial.number}: its worker died after the job finished; result {value:.4f} kept",
+              file=sys.stderr)
+        return True
 
     def _restore_run(self, ctx: _Context, run: Any, trial: FrozenTrial) -> None:
         """Rebuild a trial's MLflow record from the study (the objective and the metrics the trial kept there)."""
@@ -743,6 +764,16 @@ class OptunaMlflowSweeperImpl(Sweeper):
             print(f"best trial {best.number} is already packaged (run {done.get('run_id')}): nothing to do",
                   file=sys.stderr)
             results["packaged_run_id"] = done.get("run_id")
+            return
+        earlier = ctx.client.search_runs(
+            [ctx.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{ctx.parent_id}' and attributes.status = 'FINISHED' and "
+                          f"tags.run_purpose = 'model_packaging' and tags.`optuna.trial_number` = '{best.number}'")
+        if earlier:  # packaged by a worker that died before recording it
+            record = {"trial_number": best.number, "run_id": earlier[0].info.run_id}
+            ctx.study.set_user_attr(PACKAGED_ATTR, record)
+            results["packaged_run_id"] = record["run_id"]
+            print(f"best trial {best.number} was packaged already (run {record['run_id']})", file=sys.stderr)
             return
         claim = self._claim_packaging(ctx, best)
         if claim is None:
