@@ -20,8 +20,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from src.data import Dataset, Split
 from src.synthetic import FEATURES
 
-# Called after each fold with (fold index, mean AP so far); may raise to stop early (pruning).
-FoldCallback = Callable[[int, float], None]
+# Called after each fold with (fold index, mean AP so far, seconds fitting and scoring so far); may raise to stop
+# early (pruning).
+FoldCallback = Callable[[int, float, float], None]
 
 
 @dataclass
@@ -72,7 +73,7 @@ def cross_validate(
         oof_index.append(val_idx)
         oof_proba.append(proba)
         if on_fold is not None:
-            on_fold(k, float(np.mean(fold_ap)))
+            on_fold(k, float(np.mean(fold_ap)), seconds)
     single_split_std = float("nan")
     if len(fold_ap) == 1:
         single_split_std = bootstrap_ap_std(data.y[oof_index[0]], oof_proba[0], n_boot=200, seed=0)

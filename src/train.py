@@ -69,8 +69,9 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
 
     started = time.perf_counter()
 
-    def on_fold(fold: int, mean_so_far: float) -> None:
-        log(mlflow.log_metric, "val_pr_auc_running_mean", mean_so_far, step=fold)
+    def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
+        # fit_seconds so far too: a pruned trial's run still says how long it fitted
+        log(mlflow.log_metrics, {"val_pr_auc_running_mean": mean_so_far, "fit_seconds": seconds}, step=fold)
         if link is not None:
             link.report(fold, mean_so_far)
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
@@ -89,7 +90,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}
         if math.isfinite(result.pr_auc_std):
             metrics["val_pr_auc_std"] = result.pr_auc_std
-        log(mlflow.log_metrics, metrics)
+        # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
+        log(mlflow.log_metrics, {k: v for k, v in metrics.items() if k != "fit_seconds"})
         for fold, value in enumerate(result.fold_pr_auc):
             log(mlflow.log_metric, "val_pr_auc_fold", value, step=fold)
         if cfg.mlflow.log_plots and log.lost is None:

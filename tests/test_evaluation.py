@@ -35,13 +35,14 @@ def test_cv_fits_only_training_rows_and_reports_each_fold(small):
     ds, parts = small
     Recorder.seen = []
     calls = []
-    result = cross_validate(Recorder(), ds, parts, on_fold=lambda k, mean: calls.append((k, mean)))
+    result = cross_validate(Recorder(), ds, parts, on_fold=lambda k, mean, secs: calls.append((k, mean, secs)))
     test_rows = {tuple(r) for r in ds.X[parts.test]}
     assert len(Recorder.seen) == 3
     for fitted in Recorder.seen:
         assert not test_rows & {tuple(r) for r in fitted}
-    assert [k for k, _ in calls] == [0, 1, 2]
+    assert [k for k, _, _ in calls] == [0, 1, 2]
     assert calls[-1][1] == pytest.approx(result.pr_auc)
+    assert calls[0][2] <= calls[-1][2] == pytest.approx(result.fit_seconds)
     assert 0.3 < result.pr_auc < 1.0 and result.pr_auc_std > 0
     assert sorted(result.oof_index) == sorted(parts.train)  # every training row scored once, out of fold
 
@@ -52,7 +53,7 @@ def test_cv_stops_when_the_callback_raises(small):
     class Stop(Exception):
         pass
 
-    def stop_after_first(k, mean):
+    def stop_after_first(k, mean, seconds):
         raise Stop
 
     with pytest.raises(Stop):
