@@ -628,7 +628,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 return
             ctx.study.tell(trial, value)
             _end_run(ctx.client, item.run_id, "FINISHED", {"optuna.trial_state": "COMPLETE"})
-            self._progress(ctx, trial.number, "COMPLETE", value)
+            self._progress(ctx, trial.number, "COMPLETE", value, std=trial.user_attrs.get("val_pr_auc_std"))
             return
         exc = ret._return_value
         if isinstance(exc, optuna.TrialPruned):
@@ -646,7 +646,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
         _end_run(ctx.client, item.run_id, run_status, {"optuna.trial_state": "FAIL", "error": error[:5000]})
         self._progress(ctx, item.trial.number, "FAIL", None, error)
 
-    def _progress(self, ctx: _Context, number: int, state: str, value: Optional[float], note: str = "") -> None:
+    def _progress(self, ctx: _Context, number: int, state: str, value: Optional[float], note: str = "",
+                  std: Optional[float] = None) -> None:
         best = _best_trial(ctx.study)
         if best is not None:
             ctx.client.log_metric(ctx.parent_id, "best_val_pr_auc", best.value, step=number)
@@ -654,8 +655,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 ctx.client.set_tag(ctx.parent_id, "best_trial_run_id", best.user_attrs.get(RUN_ATTR, ""))
                 ctx.client.set_tag(ctx.parent_id, "best_trial_number", str(best.number))
         finished = sum(t.state in FINISHED for t in ctx.study.get_trials(deepcopy=False))
-        shown = f"{value:.4f}" if value is not None else "-"
-        best_txt = f"{best.value:.4f} (trial {best.number})" if best is not None else "-"
+        shown = _with_std(value, std)
+        best_txt = f"{_with_std(best.value, _std(best))} (trial {best.number})" if best is not None else "-"
         elapsed = time.monotonic() - self.sweep_started
         extra = f"  [{note[:120]}]" if note else ""
         print(f"trial {number:3d} {state:8s} value {shown:>7s}  best {best_txt}  "
@@ -734,15 +735,15 @@ class OptunaMlflowSweeperImpl(Sweeper):
         rows = sorted(trials, key=lambda t: (t.state != TrialState.COMPLETE, -(t.value or -math.inf), t.number))
         keys = list(ctx.space.distributions)
         short = [k.rsplit(".", 1)[-1] for k in keys]
-        lines = [f"{'trial':>5}  {'state':8}  {'val_pr_auc':>10}  " + "  ".join(f"{s:>17}" for s in short)]
+        lines = [f"{'trial':>5}  {'state':8}  {'val_pr_auc ± std':>16}  " + "  ".join(f"{s:>17}" for s in short)]
         for t in rows:
             if t.user_attrs.get(FAIL_REASON_ATTR) == "surplus":
                 continue
-            value = f"{t.value:.4f}" if t.value is not None else "-"
-            lines.append(f"{t.number:>5}  {t.state.name:8}  {value:>10}  "
+            lines.append(f"{t.number:>5}  {t.state.name:8}  {_with_std(t.value, _std(t)):>16}  "
                          + "  ".join(f"{str(t.params.get(k, '-')):>17}" for k in keys))
         best = _best_trial(ctx.study)
-        summary = (f"best: trial {best.number}, val_pr_auc {best.value:.4f}" if best else "no trial completed")
+        summary = (f"best: trial {best.number}, val_pr_auc {_with_std(best.value, _std(best))}" if best
+                   else "no trial completed")
         print("\n".join(["", f"study {ctx.study.study_name} ({redact(self.storage_url or '')})", *lines, summary,
                          f"results: {self.results_path}",
                          f"open the runs: mlflow ui --backend-store-uri {self.tracking_uri}  "
@@ -788,8 +789,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
         )
         item = _Launched(best, self._trial_id(ctx, best.number), run.info.run_id, dict(best.params))
         overrides = self._job_overrides(ctx, item, stage="package") + ["hydra.sweep.subdir=package"]
-        print(f"packaging the best trial ({best.number}, val_pr_auc {best.value:.4f}): refit on the training "
-              f"split, test once, register", file=sys.stderr)
+        print(f"packaging the best trial ({best.number}, val_pr_auc {_with_std(best.value, _std(best))}): refit on "
+              f"the training split, test once, register", file=sys.stderr)
         self.heartbeat.lock = claim
         try:
             ret = self.launcher.launch([overrides], initial_job_idx=0)[0]
@@ -910,6 +911,17 @@ def _pop_path(tree: dict, dotted: str) -> None:
         if not isinstance(tree, dict):
             return
     tree.pop(leaf, None)
+
+
+def _std(trial: FrozenTrial) -> Optional[float]:
+    return trial.user_attrs.get("val_pr_auc_std")
+
+
+def _with_std(value: Optional[float], std: Optional[float]) -> str:
+    """An objective as shown to people: with its spread over the folds, as every AP we report."""
+    if value is None:
+        return "-"
+    return f"{value:.4f} ± {std:.4f}" if std is not None and math.isfinite(std) else f"{value:.4f}"
 
 
 def _best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
