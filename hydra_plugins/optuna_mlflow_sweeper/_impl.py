@@ -628,7 +628,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 return
             ctx.study.tell(trial, value)
             _end_run(ctx.client, item.run_id, "FINISHED", {"optuna.trial_state": "COMPLETE"})
-            self._progress(ctx, trial.number, "COMPLETE", value, std=trial.user_attrs.get("val_pr_auc_std"))
+            self._progress(ctx, trial.number, "COMPLETE", value)
             return
         exc = ret._return_value
         if isinstance(exc, optuna.TrialPruned):
@@ -646,16 +646,16 @@ class OptunaMlflowSweeperImpl(Sweeper):
         _end_run(ctx.client, item.run_id, run_status, {"optuna.trial_state": "FAIL", "error": error[:5000]})
         self._progress(ctx, item.trial.number, "FAIL", None, error)
 
-    def _progress(self, ctx: _Context, number: int, state: str, value: Optional[float], note: str = "",
-                  std: Optional[float] = None) -> None:
-        best = _best_trial(ctx.study)
+    def _progress(self, ctx: _Context, number: int, state: str, value: Optional[float], note: str = "") -> None:
+        trials = ctx.study.get_trials(deepcopy=False)  # fresh: the trial's own attributes were set by its task
+        best = _best_of(trials)
         if best is not None:
             ctx.client.log_metric(ctx.parent_id, "best_val_pr_auc", best.value, step=number)
             if state == "COMPLETE" and best.number == number:
                 ctx.client.set_tag(ctx.parent_id, "best_trial_run_id", best.user_attrs.get(RUN_ATTR, ""))
                 ctx.client.set_tag(ctx.parent_id, "best_trial_number", str(best.number))
-        finished = sum(t.state in FINISHED for t in ctx.study.get_trials(deepcopy=False))
-        shown = _with_std(value, std)
+        finished = sum(t.state in FINISHED for t in trials)
+        shown = _with_std(value, next((_std(t) for t in trials if t.number == number), None))
         best_txt = f"{_with_std(best.value, _std(best))} (trial {best.number})" if best is not None else "-"
         elapsed = time.monotonic() - self.sweep_started
         extra = f"  [{note[:120]}]" if note else ""
@@ -925,7 +925,11 @@ def _with_std(value: Optional[float], std: Optional[float]) -> str:
 
 
 def _best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    return _best_of(study.get_trials(deepcopy=False))
+
+
+def _best_of(trials: Sequence[FrozenTrial]) -> Optional[FrozenTrial]:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
 
 
