@@ -23,3 +23,10 @@ def test_small_benchmark_runs_and_reports_every_measurement(tmp_path):
     assert r["sweep_B"]["n_trials"] >= 1 and 0 < r["sweep_B"]["overhead_fraction"] < 1
     assert r["pruned"]["n_trials"] == r["unpruned"]["n_trials"]
     assert r["tiny_ours_median_outside_fit"] > 0 and r["tiny_bare_median_outside_fit"] > 0
+
+
+def test_unknown_phase_is_refused_before_any_work():
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.speed", "--phases", "search,warp"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "choose among search, pruning, tiny" in proc.stderr
+    assert "Traceback" not in proc.stderr

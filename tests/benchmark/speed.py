@@ -149,7 +149,13 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="small synthetic data: minutes, for CI")
     parser.add_argument("--json", default=None, help="write the numbers here")
     parser.add_argument("--pruning-trials", type=int, default=None)
+    parser.add_argument("--phases", default="search,pruning,tiny",
+                        help="comma-separated subset of search (seed configs, budgets B and B/2, overhead, memory), "
+                             "pruning, tiny (fixed cost per trial); each takes about an hour on the real data")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases or phases - {"search", "pruning", "tiny"}:
+        parser.error(f"--phases {args.phases}: choose among search, pruning, tiny")
 
     if args.small:
         data_args = ["dataset=synthetic", "dataset.n_rows=8000", "dataset.fraud_rate=0.01", "mlflow.log_plots=false",
@@ -177,43 +183,49 @@ def main() -> int:
                   f"overhead {stats['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
             return stats
 
-        # 1. Search efficiency against the seed's five configurations.
-        seeds = seed_configs_protocol(data_args)
-        budget = sum(r["fit_seconds"] for r in seeds)
-        results["seed_configs"] = seeds
-        results["budget_seconds"] = budget
-        results["seed_best"] = max(r["ap"] for r in seeds)
-        results["sweep_B"] = sweep("bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}",
-                                   "hydra.sweeper.n_trials=10000", memory=True)
-        results["sweep_B_half"] = sweep("bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
-                                        "hydra.sweeper.n_trials=10000")
-        # 3. Pruning: the same study with and without it.
-        results["pruned"] = sweep("bench-pruned", f"hydra.sweeper.n_trials={pruning_trials}",
-                                  "hydra.sweeper.pruner=median", memory=True)
-        results["unpruned"] = sweep("bench-unpruned", f"hydra.sweeper.n_trials={pruning_trials}",
-                                    "hydra.sweeper.pruner=none")
-        # 5. Fixed cost per trial on a tiny model, ours against a bare Optuna loop.
-        tiny = sweep("bench-tiny", f"hydra.sweeper.n_trials={tiny_trials}", "hydra.sweeper.pruner=none",
-                     data=tiny_args)
-        results["tiny_ours_median_outside_fit"] = ours_fixed_cost(tracking, "bench-tiny")
-        results["tiny_ours_wall"] = tiny["wall"]
-        bare = bare_optuna_loop(tiny_args, tiny_trials)
-        results["tiny_bare_median_outside_fit"] = bare["median_outside_fit"]
-        results["tiny_bare_wall"] = bare["wall"]
+        def save() -> None:  # after every phase, so that an interrupted run keeps what it measured
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+
+        if "search" in phases:  # 1. search efficiency against the seed's five configurations; 2. overhead; 4. memory
+            seeds = seed_configs_protocol(data_args)
+            budget = sum(r["fit_seconds"] for r in seeds)
+            results["seed_configs"] = seeds
+            results["budget_seconds"] = budget
+            results["seed_best"] = max(r["ap"] for r in seeds)
+            results["sweep_B"] = sweep("bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}",
+                                       "hydra.sweeper.n_trials=10000", memory=True)
+            save()
+            results["sweep_B_half"] = sweep("bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
+                                            "hydra.sweeper.n_trials=10000")
+            save()
+        if "pruning" in phases:  # 3. the same study with and without pruning
+            results["pruned"] = sweep("bench-pruned", f"hydra.sweeper.n_trials={pruning_trials}",
+                                      "hydra.sweeper.pruner=median", memory=True)
+            save()
+            results["unpruned"] = sweep("bench-unpruned", f"hydra.sweeper.n_trials={pruning_trials}",
+                                        "hydra.sweeper.pruner=none")
+            save()
+        if "tiny" in phases:  # 5. fixed cost per trial on a tiny model, ours against a bare Optuna loop
+            tiny = sweep("bench-tiny", f"hydra.sweeper.n_trials={tiny_trials}", "hydra.sweeper.pruner=none",
+                         data=tiny_args)
+            results["tiny_ours_median_outside_fit"] = ours_fixed_cost(tracking, "bench-tiny")
+            results["tiny_ours_wall"] = tiny["wall"]
+            bare = bare_optuna_loop(tiny_args, tiny_trials)
+            results["tiny_bare_median_outside_fit"] = bare["median_outside_fit"]
+            results["tiny_bare_wall"] = bare["wall"]
+            save()
 
     for key in ("sweep_B", "sweep_B_half", "pruned", "unpruned"):
-        results[key].pop("trial_fit_seconds", None)
+        if key in results:
+            results[key].pop("trial_fit_seconds", None)
     print(render(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    save()
     return 0
 
 
 def render(r: dict) -> str:
-    rss = max(x for x in (r["sweep_B"]["rss_kib"], r["pruned"]["rss_kib"]) if x) / 1024**2 \
-        if r["sweep_B"]["rss_kib"] or r["pruned"]["rss_kib"] else float("nan")
-    ratio = r["pruned"]["wall"] / r["unpruned"]["wall"]
-    gap = (r["unpruned"]["best"] or 0) - (r["pruned"]["best"] or 0)
+    """A Markdown section with a row for each measurement this run made."""
     lines = [
         f"## Run of {r['date']} ({'small synthetic' if r['small'] else 'real data'})",
         "",
@@ -221,24 +233,43 @@ def render(r: dict) -> str:
         "",
         "| Measurement | Result | Target |",
         "|---|---|---|",
-        f"| Seed's five configs (our protocol): best AP, total fit time B | {r['seed_best']:.4f}, "
-        f"B = {r['budget_seconds']:.0f} s | - |",
-        f"| Sweep with budget B: best AP found ({r['sweep_B']['n_trials']} trials, wall {r['sweep_B']['wall']:.0f} s)"
-        f" | {r['sweep_B']['best']:.4f} | >= {r['seed_best']:.4f} |",
-        f"| Sweep with budget B/2: best AP found ({r['sweep_B_half']['n_trials']} trials) | "
-        f"{r['sweep_B_half']['best']:.4f} | (reported) |",
-        f"| Overhead outside fitting and scoring (sweep B) | {r['sweep_B']['overhead_fraction']:.1%} | <= 2 % |",
-        f"| Pruning: wall time pruned / unpruned ({r['pruned']['n_trials']} trials each) | "
-        f"{r['pruned']['wall']:.0f} s / {r['unpruned']['wall']:.0f} s = {ratio:.2f} | <= 0.6 |",
-        f"| Pruning: best AP pruned vs unpruned | {r['pruned']['best']:.4f} vs {r['unpruned']['best']:.4f} "
-        f"(gap {gap:+.4f}) | within 0.005 |",
-        f"| Peak RSS of a sweep (whole process) | {rss:.2f} GiB | <= 1.5 GiB |",
-        f"| Fixed cost per trial, tiny model (20,000 rows, 5 trees): ours / bare Optuna | "
-        f"{r['tiny_ours_median_outside_fit']:.3f} s / {r['tiny_bare_median_outside_fit']:.3f} s | (reported) |",
     ]
-    seeds = ", ".join(f"{tuple(s['config'])}: {s['ap']:.4f} ({s['fit_seconds']:.0f} s)" for s in r["seed_configs"])
-    lines += ["", f"Seed configs: {seeds}."]
+    if "sweep_B" in r:
+        b, half = r["sweep_B"], r["sweep_B_half"]
+        lines += [
+            f"| Seed's five configs (our protocol): best AP, total fit time B | {r['seed_best']:.4f}, "
+            f"B = {r['budget_seconds']:.0f} s | - |",
+            f"| Sweep with budget B: best AP found ({b['n_trials']} trials, wall {b['wall']:.0f} s) | "
+            f"{_ap(b['best'])} | >= {r['seed_best']:.4f} |",
+            f"| Sweep with budget B/2: best AP found ({half['n_trials']} trials, wall {half['wall']:.0f} s) | "
+            f"{_ap(half['best'])} | (reported) |",
+            f"| Overhead outside fitting and scoring (sweep B) | {b['overhead_fraction']:.1%} | <= 2 % |",
+        ]
+    if "pruned" in r:
+        p, u = r["pruned"], r["unpruned"]
+        gap = (u["best"] or 0) - (p["best"] or 0)
+        lines += [
+            f"| Pruning: wall time pruned / unpruned ({p['n_trials']} trials each) | "
+            f"{p['wall']:.0f} s / {u['wall']:.0f} s = {p['wall'] / u['wall']:.2f} | <= 0.6 |",
+            f"| Pruning: best AP pruned vs unpruned | {_ap(p['best'])} vs {_ap(u['best'])} (gap {gap:+.4f}) | "
+            f"within 0.005 |",
+        ]
+    rss = [r[k]["rss_kib"] for k in ("sweep_B", "pruned") if k in r and r[k]["rss_kib"]]
+    if rss:
+        lines.append(f"| Peak RSS of a sweep (whole process) | {max(rss) / 1024**2:.2f} GiB | <= 1.5 GiB |")
+    if "tiny_ours_median_outside_fit" in r:
+        lines.append(f"| Fixed cost per trial, tiny model (20,000 rows, 5 trees): ours / bare Optuna | "
+                     f"{r['tiny_ours_median_outside_fit']:.3f} s / {r['tiny_bare_median_outside_fit']:.3f} s | "
+                     f"(reported) |")
+    if "seed_configs" in r:
+        seeds = ", ".join(f"{tuple(s['config'])}: {s['ap']:.4f} ± {s['ap_std']:.4f} ({s['fit_seconds']:.0f} s)"
+                          for s in r["seed_configs"])
+        lines += ["", f"Seed configs (AP ± std over folds, fit time): {seeds}."]
     return "\n".join(lines)
+
+
+def _ap(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":
