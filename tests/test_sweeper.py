@@ -208,7 +208,7 @@ def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
             time.sleep(0.2)
         else:
             pytest.fail("trial 1 never started")
-        time.sleep(0.5)  # inside the fit
+        time.sleep(0.5)  # inside trial 1's launch or fit: callers make a trial last seconds, so it cannot end first
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -218,7 +218,7 @@ def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
 
 
 def test_ctrl_c_leaves_no_trial_and_no_run_running(stores):
-    done = start_and_signal(stores, signal.SIGINT, "hydra.sweeper.n_trials=4", "model.n_estimators=60")
+    done = start_and_signal(stores, signal.SIGINT, "hydra.sweeper.n_trials=4", "model.n_estimators=400")
     assert done.returncode == 130 and "interrupted: rerun the same command to resume" in done.stderr
     study = only_study(stores)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -230,10 +230,10 @@ def test_ctrl_c_leaves_no_trial_and_no_run_running(stores):
 
 
 def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
-    start_and_signal(stores, signal.SIGKILL, "hydra.sweeper.n_trials=4", "model.n_estimators=40",
+    start_and_signal(stores, signal.SIGKILL, "hydra.sweeper.n_trials=4", "model.n_estimators=400",
                      "hydra.sweeper.study_name=killme")
     assert any(t.state == TrialState.RUNNING for t in only_study(stores).trials)
-    out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=40", "hydra.sweeper.study_name=killme")
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=400", "hydra.sweeper.study_name=killme")
     assert out.returncode == 0, out.stderr
     study = only_study(stores)
     finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
