@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,6 +61,18 @@ class Stores:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(self.tracking_uri)
+
+    def study_names(self) -> list[str]:
+        """Studies a running sweep has created, read without Optuna: opening the storage with Optuna while the
+        sweep creates its schema makes both create the tables ("table ... already exists")."""
+        db = self.root / "optuna.db"
+        if not db.exists():
+            return []
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                return [name for (name,) in con.execute("SELECT study_name FROM studies ORDER BY study_id")]
+        except sqlite3.OperationalError:  # no tables yet
+            return []
 
 
 @pytest.fixture

@@ -196,19 +196,21 @@ def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):
 def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
     """Start a sweep, wait until trial 1 runs, send it a signal; returns the finished process."""
     args = [sys.executable, "-m", "src.train", "--multirun", *QUIET, *stores.overrides(), *overrides]
+    # SIGINT restored: a shell starts background jobs with it ignored, and Python then keeps ignoring it
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            names = optuna.get_all_study_names(stores.storage) if (stores.root / "optuna.db").exists() else []
+            names = stores.study_names()
             trials = optuna.load_study(study_name=names[0], storage=stores.storage).trials if names else []
             if any(t.number == 1 and t.state == TrialState.RUNNING for t in trials):
                 break
             time.sleep(0.2)
         else:
             pytest.fail("trial 1 never started")
-        time.sleep(0.5)  # inside trial 1's launch or fit: callers make a trial last seconds, so it cannot end first
+        time.sleep(0.5)  # inside trial 1's launch or fit (callers make a trial last over a second)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -218,7 +220,7 @@ def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
 
 
 def test_ctrl_c_leaves_no_trial_and_no_run_running(stores):
-    done = start_and_signal(stores, signal.SIGINT, "hydra.sweeper.n_trials=4", "model.n_estimators=400")
+    done = start_and_signal(stores, signal.SIGINT, "hydra.sweeper.n_trials=4", "model.n_estimators=200")
     assert done.returncode == 130 and "interrupted: rerun the same command to resume" in done.stderr
     study = only_study(stores)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -230,10 +232,10 @@ def test_ctrl_c_leaves_no_trial_and_no_run_running(stores):
 
 
 def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
-    start_and_signal(stores, signal.SIGKILL, "hydra.sweeper.n_trials=4", "model.n_estimators=400",
+    start_and_signal(stores, signal.SIGKILL, "hydra.sweeper.n_trials=4", "model.n_estimators=200",
                      "hydra.sweeper.study_name=killme")
     assert any(t.state == TrialState.RUNNING for t in only_study(stores).trials)
-    out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=400", "hydra.sweeper.study_name=killme")
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "model.n_estimators=200", "hydra.sweeper.study_name=killme")
     assert out.returncode == 0, out.stderr
     study = only_study(stores)
     finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
