@@ -602,7 +602,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         except BaseException as exc:
             for item in batch:
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-                self._tell_failed(ctx, item, reason, f"{type(exc).__name__}: {exc}", "KILLED")
+                self._tell_failed(ctx, item, reason, _describe(exc), "KILLED")
                 heartbeat.discard(item.trial_id)
             raise
         down: Optional[TrackingDown] = None
@@ -636,7 +636,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
             _end_run(ctx.client, item.run_id, "KILLED", {"optuna.trial_state": "PRUNED"})
             self._progress(ctx, trial.number, "PRUNED", None, str(exc))
             return
-        self._tell_failed(ctx, item, "error", f"{type(exc).__name__}: {exc}")
+        self._tell_failed(ctx, item, "error", _describe(exc))
 
     def _tell_failed(self, ctx: _Context, item: _Launched, reason: str, error: str,
                      run_status: str = "FAILED") -> None:
@@ -798,8 +798,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
             self.heartbeat.lock = None
         if ret.status != JobStatus.COMPLETED:
             exc = ret._return_value
-            _end_run(ctx.client, item.run_id, "FAILED", {"error": f"{type(exc).__name__}: {exc}"[:5000]})
-            claim.set_user_attr("failed", f"{type(exc).__name__}: {exc}"[:2000])
+            _end_run(ctx.client, item.run_id, "FAILED", {"error": _describe(exc)[:5000]})
+            claim.set_user_attr("failed", _describe(exc)[:2000])
             raise SweeperError(f"packaging failed: {' '.join(str(exc).split())}")
         _end_run(ctx.client, item.run_id, "FINISHED", {})
         record = {"trial_number": best.number, "run_id": item.run_id}
@@ -911,6 +911,11 @@ def _pop_path(tree: dict, dotted: str) -> None:
         if not isinstance(tree, dict):
             return
     tree.pop(leaf, None)
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as one line for people: its type, and its message when it has one (Ctrl-C has none)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _std(trial: FrozenTrial) -> Optional[float]:
