@@ -172,7 +172,12 @@ def main() -> int:
         store = Path(tmp)
         tracking = f"sqlite:///{store / 'mlflow.db'}"
 
-        def sweep(name: str, *extra: str, memory: bool = False, data: list[str] = data_args) -> dict:
+        def save() -> None:  # after every sweep and phase, so that an interrupted run keeps what it measured
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+
+        def sweep(key: str, name: str, *extra: str, memory: bool = False, data: list[str] = data_args) -> dict:
+            """One sweep, its numbers stored under ``results[key]`` and saved."""
             common = ["--multirun", *data, f"mlflow.tracking_uri={tracking}", "registry.enabled=false",
                       f"hydra.sweeper.storage=sqlite:///{store / 'optuna.db'}", f"hydra.sweeper.study_name={name}",
                       f"hydra.sweep.dir={store / name}"]
@@ -181,11 +186,9 @@ def main() -> int:
             stats.update(wall=run["wall"], rss_kib=run["rss_kib"])
             print(f"{name}: wall {run['wall']:.0f} s, {stats['n_trials']} trials, best {stats['best']}, "
                   f"overhead {stats['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
+            results[key] = stats
+            save()
             return stats
-
-        def save() -> None:  # after every phase, so that an interrupted run keeps what it measured
-            if args.json:
-                Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
         if "search" in phases:  # 1. search efficiency against the seed's five configurations; 2. overhead; 4. memory
             seeds = seed_configs_protocol(data_args)
@@ -193,21 +196,16 @@ def main() -> int:
             results["seed_configs"] = seeds
             results["budget_seconds"] = budget
             results["seed_best"] = max(r["ap"] for r in seeds)
-            results["sweep_B"] = sweep("bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}",
-                                       "hydra.sweeper.n_trials=10000", memory=True)
-            save()
-            results["sweep_B_half"] = sweep("bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
-                                            "hydra.sweeper.n_trials=10000")
-            save()
+            sweep("sweep_B", "bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}", "hydra.sweeper.n_trials=10000",
+                  memory=True)
+            sweep("sweep_B_half", "bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
+                  "hydra.sweeper.n_trials=10000")
         if "pruning" in phases:  # 3. the same study with and without pruning
-            results["pruned"] = sweep("bench-pruned", f"hydra.sweeper.n_trials={pruning_trials}",
-                                      "hydra.sweeper.pruner=median", memory=True)
-            save()
-            results["unpruned"] = sweep("bench-unpruned", f"hydra.sweeper.n_trials={pruning_trials}",
-                                        "hydra.sweeper.pruner=none")
-            save()
+            for key, pruner in (("pruned", "median"), ("unpruned", "none")):
+                sweep(key, f"bench-{key}", f"hydra.sweeper.n_trials={pruning_trials}",
+                      f"hydra.sweeper.pruner={pruner}", memory=key == "pruned")
         if "tiny" in phases:  # 5. fixed cost per trial on a tiny model, ours against a bare Optuna loop
-            tiny = sweep("bench-tiny", f"hydra.sweeper.n_trials={tiny_trials}", "hydra.sweeper.pruner=none",
+            tiny = sweep("tiny", "bench-tiny", f"hydra.sweeper.n_trials={tiny_trials}", "hydra.sweeper.pruner=none",
                          data=tiny_args)
             results["tiny_ours_median_outside_fit"] = ours_fixed_cost(tracking, "bench-tiny")
             results["tiny_ours_wall"] = tiny["wall"]
@@ -216,7 +214,7 @@ def main() -> int:
             results["tiny_bare_wall"] = bare["wall"]
             save()
 
-    for key in ("sweep_B", "sweep_B_half", "pruned", "unpruned"):
+    for key in ("sweep_B", "sweep_B_half", "pruned", "unpruned", "tiny"):
         if key in results:
             results[key].pop("trial_fit_seconds", None)
     print(render(results))
