@@ -105,8 +105,14 @@ class EvaluationConfig:
     # Decision threshold on the fraud probability, used only for the confusion matrix.
     threshold: float = 0.5
     bootstrap_samples: int = 1000
+    # In a sweep, the first fold's forest is scored after this many trees too, so that the pruner can stop a weak
+    # configuration after a small fraction of its fit (the finished forest is the same). null = whole folds only.
+    first_look_trees: Optional[int] = 50
 
     def __post_init__(self) -> None:
+        _check(self.first_look_trees is None or (_is_int(self.first_look_trees) and self.first_look_trees >= 1),
+               "evaluation.first_look_trees", "an integer >= 1, or null to prune on whole folds only",
+               self.first_look_trees)
         _check(self.cv_folds >= 1, "evaluation.cv_folds", "an integer >= 1 (1 = one validation split)", self.cv_folds)
         _check(
             0.0 < self.validation_size < 1.0,

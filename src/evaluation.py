@@ -7,6 +7,7 @@ Pure functions (no MLflow). The objective is average precision (area under the p
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,6 +24,9 @@ from src.synthetic import FEATURES
 # Called after each fold with (fold index, mean AP so far, seconds fitting and scoring so far); may raise to stop
 # early (pruning).
 FoldCallback = Callable[[int, float, float], None]
+# Called once, part-way through the first fold, with (trees grown so far, that small forest's AP, seconds so far);
+# may raise to stop early: a weak configuration is visible long before its whole forest is grown.
+LookCallback = Callable[[int, float, float], None]
 
 
 @dataclass
@@ -56,16 +60,33 @@ def fraud_proba(model: ClassifierMixin, X: np.ndarray) -> np.ndarray:
 
 
 def cross_validate(
-    model: ClassifierMixin, data: Dataset, split: Split, on_fold: Optional[FoldCallback] = None
+    model: ClassifierMixin, data: Dataset, split: Split, on_fold: Optional[FoldCallback] = None,
+    look_trees: Optional[int] = None, on_look: Optional[LookCallback] = None,
 ) -> CVResult:
-    """Fit a fresh clone per fold of the training split; never touches the test rows."""
+    """Fit a fresh clone per fold of the training split; never touches the test rows.
+
+    With look_trees (and a forest of more trees than that), the first fold's forest is grown in two steps: the
+    first look_trees trees are scored (on_look) before the rest are added. Growing a forest with warm_start gives
+    the same trees as fitting it at once, so the look costs only one extra prediction.
+    """
     fold_ap, fold_roc, seconds = [], [], 0.0
     oof_index, oof_proba = [], []
     for k, (fit_idx, val_idx) in enumerate(split.folds):
         start = time.perf_counter()
-        fitted = clone(model).fit(data.X[fit_idx], data.y[fit_idx])
+        X_fit, y_fit, y_val = data.X[fit_idx], data.y[fit_idx], data.y[val_idx]
+        total = model.get_params().get("n_estimators")
+        if k == 0 and look_trees is not None and on_look is not None and total is not None and total > look_trees:
+            with warnings.catch_warnings():
+                # scikit-learn warns that "balanced" weights may drift under warm_start when the data changes;
+                # here both fits see the same rows, so the weights are the same.
+                warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+                fitted = clone(model).set_params(n_estimators=look_trees, warm_start=True).fit(X_fit, y_fit)
+                look_ap = float(average_precision_score(y_val, fraud_proba(fitted, data.X[val_idx])))
+                on_look(look_trees, look_ap, seconds + time.perf_counter() - start)
+                fitted.set_params(n_estimators=total).fit(X_fit, y_fit)
+        else:
+            fitted = clone(model).fit(X_fit, y_fit)
         proba = fraud_proba(fitted, data.X[val_idx])
-        y_val = data.y[val_idx]
         fold_ap.append(float(average_precision_score(y_val, proba)))
         fold_roc.append(float(roc_auc_score(y_val, proba)))
         seconds += time.perf_counter() - start

@@ -57,7 +57,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     if cfg.sweep.trial_number is not None and cfg.sweep.storage:
         from hydra_plugins.optuna_mlflow_sweeper._trial import TrialLink
 
-        link = TrialLink(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number, "fold")
+        link = TrialLink(cfg.sweep.study_name, cfg.sweep.storage, cfg.sweep.trial_number)
     log = tracking.RunLogger(cfg.mlflow.tracking_uri)
     experiment_id = None
     try:
@@ -68,12 +68,21 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         log.lost = str(exc)  # a trial still computes its objective; Optuna keeps it
 
     started = time.perf_counter()
+    # Optuna steps: the first fold's early look (if any) is step 0, so that every trial of a study reports the
+    # same steps; fold k is step k + 1.
+    look = cfg.evaluation.first_look_trees if link is not None else None
+    first_fold_step = 0 if look is None else 1
+
+    def on_look(trees: int, ap: float, seconds: float) -> None:
+        log(mlflow.log_metrics, {"val_pr_auc_first_look": ap, "fit_seconds": seconds}, step=0)
+        assert link is not None
+        link.report(0, ap, f"the first {trees} trees of fold 1")
 
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
         log(mlflow.log_metrics, {"val_pr_auc_running_mean": mean_so_far, "fit_seconds": seconds}, step=fold)
         if link is not None:
-            link.report(fold, mean_so_far)
+            link.report(first_fold_step + fold, mean_so_far, f"fold {fold + 1}")
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
             print(f"fold {fold + 1}/{len(parts.folds)} done, mean AP so far {mean_so_far:.4f} "
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -84,7 +93,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         log(mlflow.set_tags, tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         log(tracking.log_dataset, data, context="training")
         log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
-        result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold)
+        result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold, look_trees=look,
+                                on_look=on_look)
         if not math.isfinite(result.pr_auc):
             raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")
         metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}

@@ -20,6 +20,7 @@ def test_small_benchmark_runs_and_reports_every_measurement(tmp_path):
         assert row in proc.stdout
     r = json.loads(out.read_text())
     assert len(r["seed_configs"]) == 5 and r["budget_seconds"] > 0
+    assert [c["trees"] for c in r["tree_curve"]] == [10, 20, 30, 40] and "as its forest grows" in proc.stdout
     assert r["sweep_B"]["n_trials"] >= 1 and 0 < r["sweep_B"]["overhead_fraction"] < 1
     assert r["pruned"]["n_trials"] == r["unpruned"]["n_trials"]
     assert r["tiny_ours_median_outside_fit"] > 0 and r["tiny_bare_median_outside_fit"] > 0
@@ -28,5 +29,5 @@ def test_small_benchmark_runs_and_reports_every_measurement(tmp_path):
 def test_unknown_phase_is_refused_before_any_work():
     proc = subprocess.run([sys.executable, "-m", "tests.benchmark.speed", "--phases", "search,warp"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "choose among search, pruning, tiny" in proc.stderr
+    assert proc.returncode == 2 and "choose among trees, search, pruning, tiny" in proc.stderr
     assert "Traceback" not in proc.stderr

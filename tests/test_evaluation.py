@@ -60,6 +60,34 @@ def test_cv_stops_when_the_callback_raises(small):
         cross_validate(Recorder(), ds, parts, on_fold=stop_after_first)
 
 
+def test_first_look_scores_a_smaller_forest_and_grows_the_same_one(small):
+    ds, parts = small
+    model = build_model(RandomForestConfig(n_estimators=12, max_depth=6, n_jobs=1))
+    looks = []
+    plain = cross_validate(model, ds, parts)
+    grown = cross_validate(model, ds, parts, look_trees=4, on_look=lambda *args: looks.append(args))
+    assert grown.fold_pr_auc == plain.fold_pr_auc  # warm_start grows exactly the trees of a one-shot fit
+    np.testing.assert_array_equal(grown.oof_proba, plain.oof_proba)
+    ((trees, ap, seconds),) = looks  # once, on the first fold
+    assert trees == 4 and 0 < ap < 1 and ap != grown.fold_pr_auc[0] and 0 < seconds < grown.fit_seconds
+    assert cross_validate(build_model(RandomForestConfig(n_estimators=4, n_jobs=1)), ds, parts, look_trees=4,
+                          on_look=lambda *args: looks.append(args)) and len(looks) == 1  # nothing to look at
+
+
+def test_first_look_can_stop_the_fit(small):
+    ds, parts = small
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    with pytest.raises(Stop):
+        cross_validate(build_model(RandomForestConfig(n_estimators=12, n_jobs=1)), ds, parts, look_trees=4,
+                       on_look=stop)
+
+
 def test_single_validation_split_still_reports_uncertainty():
     ds = load(SyntheticDatasetConfig(n_rows=6000, fraud_rate=0.02, seed=0))
     parts = split(ds, SplitConfig(), EvaluationConfig(cv_folds=1))

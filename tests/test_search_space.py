@@ -9,6 +9,7 @@ from hydra_plugins.optuna_mlflow_sweeper._search_space import (
     build,
     format_value,
     range_values,
+    start_point,
     to_distribution,
 )
 
@@ -103,3 +104,19 @@ def test_plain_value_in_search_space_config_is_pinned():
 def test_format_value_round_trips_through_hydra(value):
     parsed = OverridesParser.create().parse_override(f"k={format_value(value)}").value()
     assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("expr, configured, expected", [
+    ("choice(8,16,none)", None, "none"),          # the config's null is the grammar's none
+    ("choice(8,16,none)", 16, 16),
+    ("choice(8,16)", None, None),                 # not in the space: left to the sampler
+    ("choice(1,2)", True, None),                  # True is not the choice 1
+    ("range(50,501,step=50)", 100, 100),
+    ("range(50,501,step=50)", 120, None),         # off the step grid
+    ("range(2,11)", 11, None),                    # range's stop is excluded
+    ("interval(0.1,0.9)", 0.5, 0.5),
+    ("int(interval(1,10))", 10, 10),
+])
+def test_start_point_keeps_configured_values_that_lie_in_the_space(expr, configured, expected):
+    point = start_point({"k": dist(expr)}, {"k": configured})
+    assert point == ({} if expected is None else {"k": expected})

@@ -75,13 +75,18 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     assert res["storage"] == stores.storage and res["best_value_std"] > 0
     assert "mlflow ui --backend-store-uri" in out.stderr
     assert sum("COMPLETE value" in line for line in out.stderr.splitlines()) == 4  # one progress line each
+    # the first trial is the configured model (conf/model: unlimited depth, split 2, leaf 1), then the sampler's
+    assert study.trials[0].params == {"model.max_depth": "none", "model.min_samples_split": 2,
+                                      "model.min_samples_leaf": 1}
+    assert "first trial: the configured values" in out.stderr
 
 
 def test_pinned_value_is_never_sampled(stores):
-    out = sweep(stores, "hydra.sweeper.n_trials=3", "model.max_depth=3")
+    out = sweep(stores, "hydra.sweeper.n_trials=3", "model.max_depth=3", "hydra.sweeper.start_from_config=false")
     assert out.returncode == 0, out.stderr
     study = only_study(stores)
     assert all("model.max_depth" not in t.params for t in study.trials)
+    assert "first trial:" not in out.stderr and "fixed_params" not in study.trials[0].system_attrs
     assert {r.data.params["max_depth"] for r in runs(stores, "hyperparameter_tuning")} == {"3"}
     (parent,) = runs(stores, "hyperparameter_sweep")
     assert '"model.max_depth": 3' in parent.data.tags["pinned"]
@@ -150,31 +155,36 @@ def assert_one_line_error_or_progress(out, fragment):
 
 
 def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
-    out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold",
-                "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}", "registry.enabled=true")
+    # 20 trees, the first 5 of fold 1 scored: an impossible threshold prunes every trial at that first look.
+    out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold", "model.n_estimators=20",
+                "evaluation.first_look_trees=5", "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}",
+                "registry.enabled=true")
     assert_one_line_error_or_progress(out, "has no COMPLETE trial")
     study = only_study(stores)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     assert all(t.intermediate_values == {0: pytest.approx(t.intermediate_values[0])} for t in study.trials)
     trials = runs(stores, "hyperparameter_tuning")
     assert all(r.info.status == "KILLED" and r.data.tags["optuna.trial_state"] == "PRUNED" for r in trials)
-    assert all("pruned after fold 1" in r.data.tags["pruned"] for r in trials)
+    assert all("pruned after the first 5 trees of fold 1" in r.data.tags["pruned"] for r in trials)
+    assert all(r.data.metrics["fit_seconds"] > 0 and "val_pr_auc_first_look" in r.data.metrics for r in trials)
     assert runs(stores, "model_packaging") == []
     assert stores.client().search_registered_models() == []
 
 
 def test_median_pruner_stops_some_trials_early(stores):
-    # A deliberately wide space (depth 1 is bad, depth 12 good) so that poor trials fall below the median.
+    # A deliberately bad option (leaves of 1000 rows cannot isolate the ~90 frauds) so that poor trials fall below
+    # the median.
     out = sweep(stores, "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=median", "hydra.sweeper.sampler=random",
                 "hydra.sweeper.pruner_options={n_startup_trials:2,n_warmup_steps:0}",
-                "model.max_depth=choice(1,12)", "evaluation.cv_folds=4")
+                "model.min_samples_leaf=choice(1,1000)", "evaluation.cv_folds=4")
     assert out.returncode == 0, out.stderr
     study = only_study(stores)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(study.trials) == 8 and pruned and complete
     for t in pruned:
-        assert max(t.intermediate_values) < 3  # stopped before the last fold
+        # steps: 0 = the first look (none here: 5 trees), fold k = step k + 1; stopped before the last fold
+        assert 1 <= min(t.intermediate_values) and max(t.intermediate_values) < 4
 
 
 def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):

@@ -139,6 +139,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         seed: int,
         pruner: str,
         pruner_options: dict,
+        start_from_config: bool,
         max_failures: int,
         n_jobs: Optional[int],
         params: Optional[dict],
@@ -154,6 +155,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         self.timeout = timeout
         self.sampler_name, self.sampler_options, self.seed = sampler, dict(sampler_options or {}), seed
         self.pruner_name, self.pruner_options = pruner, dict(pruner_options or {})
+        self.start_from_config = start_from_config
         self.max_failures = max_failures
         self.n_jobs = n_jobs
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
@@ -185,6 +187,11 @@ class OptunaMlflowSweeperImpl(Sweeper):
         storage = self._storage()
         study_name = self.study_name or self._derived_study_name(base_cfg, space)
         study, created = self._study(study_name, storage)
+        if created and self.start_from_config:
+            configured = {key: OmegaConf.select(base_cfg, key) for key in space.distributions}
+            point = _search_space.start_point(space.distributions, configured)
+            if point:
+                study.enqueue_trial(point, skip_if_exists=True)
         study.set_user_attr(PRUNER_ATTR, {"name": self.pruner_name, "options": self.pruner_options})
         self.sweep_started = time.monotonic()
 
@@ -861,6 +868,11 @@ class OptunaMlflowSweeperImpl(Sweeper):
         print(f"study {study.study_name} in {redact(self.storage_url or '')}: {finished}/{self.n_trials} trials "
               f"finished so far; sampler {self.sampler_name}, pruner {self.pruner_name}; pinned: {pinned}",
               file=sys.stderr, flush=True)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if waiting:
+            start = ", ".join(f"{k}={v}" for k, v in waiting[0].system_attrs.get("fixed_params", {}).items())
+            print(f"first trial: the configured values {start} (hydra.sweeper.start_from_config=false to skip)",
+                  file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -154,3 +154,29 @@ def format_value(value: Any) -> str:
 
 def to_overrides(params: Mapping[str, Any]) -> list[str]:
     return [f"{key}={format_value(value)}" for key, value in params.items()]
+
+
+_UNSET_WORDS = {"none", "null"}
+
+
+def start_point(distributions: Mapping[str, BaseDistribution], configured: Mapping[str, Any]) -> dict[str, Any]:
+    """The configured values that lie in the search space, as the params of a first trial.
+
+    An unset value (null) matches a ``none`` choice: the config writes unlimited depth as null, the grammar as none.
+    Values outside the space are left out (the sampler proposes those).
+    """
+    point: dict[str, Any] = {}
+    for key, dist in distributions.items():
+        if key not in configured:
+            continue
+        value = configured[key]
+        if isinstance(dist, CategoricalDistribution):
+            for choice in dist.choices:
+                same_unset = value is None and isinstance(choice, str) and choice.lower() in _UNSET_WORDS
+                if same_unset or (type(choice) is type(value) and choice == value):
+                    point[key] = choice
+                    break
+        elif _is_int(value) or (isinstance(value, float) and isinstance(dist, FloatDistribution)):
+            if dist._contains(dist.to_internal_repr(value)):
+                point[key] = value
+    return point

@@ -38,14 +38,13 @@ class TrialLink:
     """A job's handle on its Optuna trial: intermediate values for the pruner, and the metrics worth keeping
     in Optuna too (so that the study alone holds every result, whatever happens to the tracking server)."""
 
-    def __init__(self, study_name: str, storage_url: str, trial_number: int, what: str = "step") -> None:
+    def __init__(self, study_name: str, storage_url: str, trial_number: int) -> None:
         self.trial = find_trial(study_name, storage_url, trial_number)
-        self.what = what
 
-    def report(self, step: int, value: float) -> None:
+    def report(self, step: int, value: float, what: str = "") -> None:
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after {self.what} {step + 1} (value so far {value:.4f})")
+            raise optuna.TrialPruned(f"pruned after {what or f'step {step}'} (value so far {value:.4f})")
 
     def record(self, **values: float) -> None:
         for key, value in values.items():

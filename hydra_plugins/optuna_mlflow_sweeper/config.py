@@ -24,6 +24,9 @@ class OptunaMlflowSweeperConf:
     # Null by default, so that a whole dict can be given: hydra.sweeper.sampler_options={n_startup_trials:5}
     sampler_options: Any = None
     seed: int = 0
+    # Enqueue the configured values (e.g. model.*) that lie in the search space as the new study's first trial:
+    # the sweep starts from what a single run does, so it never reports worse than that run.
+    start_from_config: bool = True
     # median | percentile | hyperband | successive_halving | threshold | none; arguments in pruner_options.
     pruner: str = "median"
     pruner_options: Any = None

@@ -53,7 +53,8 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
     trials = client.search_runs([exp.experiment_id], max_results=5000,
                                 filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     fit = [r.data.metrics.get("fit_seconds", 0.0) for r in trials]
-    complete = [r.data.metrics["val_pr_auc"] for r in trials if "val_pr_auc" in r.data.metrics]
+    complete = [r for r in trials if "val_pr_auc" in r.data.metrics]
+    best = max(complete, key=lambda r: r.data.metrics["val_pr_auc"]) if complete else None
     duration = (parent.info.end_time - parent.info.start_time) / 1000
     return {
         "parent_seconds": duration,
@@ -61,7 +62,11 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
         "overhead_fraction": (duration - sum(fit)) / duration,
         "n_trials": len(trials),
         "n_complete": len(complete),
-        "best": max(complete) if complete else None,
+        "best": best.data.metrics["val_pr_auc"] if best else None,
+        "best_std": best.data.metrics.get("val_pr_auc_std") if best else None,
+        "best_trial": best.data.tags.get("optuna.trial_number") if best else None,
+        "best_params": {k: best.data.params[k] for k in ("n_estimators", "max_depth", "min_samples_split",
+                                                          "min_samples_leaf")} if best else None,
         "trial_fit_seconds": fit,
     }
 
@@ -92,6 +97,42 @@ def seed_configs_protocol(data_args: list[str]) -> list[dict]:
     return rows
 
 
+def tree_curve(data_args: list[str], max_trees: int, step: int) -> list[dict]:
+    """The configured model's objective as its forest grows (warm_start: the first n trees of a bigger forest are
+    the n-tree forest), on the same folds: where more trees stop paying for their time."""
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+    from sklearn.metrics import average_precision_score
+
+    from src.config import register_configs, validate
+    from src.data import load, split
+    from src.evaluation import fraud_proba
+    from src.model import build_model
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = validate(compose("config", overrides=data_args))
+    data = load(cfg.dataset)
+    parts = split(data, cfg.split, cfg.evaluation)
+    sizes = list(range(step, max_trees + 1, step))
+    ap = {n: [] for n in sizes}
+    fit = dict.fromkeys(sizes, 0.0)
+    for fit_idx, val_idx in parts.folds:
+        model, seconds = build_model(cfg.model).set_params(warm_start=True), 0.0
+        for n in sizes:
+            start = time.perf_counter()
+            model.set_params(n_estimators=n).fit(data.X[fit_idx], data.y[fit_idx])
+            seconds += time.perf_counter() - start
+            fit[n] += seconds  # growing time only: what an n-tree fit costs
+            ap[n].append(float(average_precision_score(data.y[val_idx], fraud_proba(model, data.X[val_idx]))))
+    rows = [{"trees": n, "ap": float(np.mean(ap[n])), "ap_std": float(np.std(ap[n], ddof=1)),
+             "fit_seconds": fit[n]} for n in sizes]
+    for row in rows:
+        print(f"{row['trees']} trees: AP {row['ap']:.4f} ± {row['ap_std']:.4f}, fit {row['fit_seconds']:.0f} s",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def bare_optuna_loop(data_args: list[str], n_trials: int) -> dict:
     """The same fits in a plain Optuna loop (no Hydra, no MLflow): the floor for per-trial fixed cost."""
     import optuna
@@ -113,9 +154,9 @@ def bare_optuna_loop(data_args: list[str], n_trials: int) -> dict:
     def objective(trial: optuna.Trial) -> float:
         start = time.perf_counter()
         cfg = validate(base)
-        cfg.model.max_depth = trial.suggest_categorical("max_depth", [4, 6, 8, 10, 12, 16, 20, 30, None])
-        cfg.model.min_samples_split = trial.suggest_int("min_samples_split", 2, 20)
-        cfg.model.min_samples_leaf = trial.suggest_int("min_samples_leaf", 1, 10)
+        cfg.model.max_depth = trial.suggest_categorical("max_depth", [12, 16, 20, 24, 32, None])  # the default space
+        cfg.model.min_samples_split = trial.suggest_int("min_samples_split", 2, 10)
+        cfg.model.min_samples_leaf = trial.suggest_int("min_samples_leaf", 1, 4)
         result = cross_validate(build_model(cfg.model), data, parts)
         per_trial.append(time.perf_counter() - start - result.fit_seconds)
         return result.pr_auc
@@ -149,13 +190,14 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="small synthetic data: minutes, for CI")
     parser.add_argument("--json", default=None, help="write the numbers here")
     parser.add_argument("--pruning-trials", type=int, default=None)
-    parser.add_argument("--phases", default="search,pruning,tiny",
-                        help="comma-separated subset of search (seed configs, budgets B and B/2, overhead, memory), "
-                             "pruning, tiny (fixed cost per trial); each takes about an hour on the real data")
+    parser.add_argument("--phases", default="trees,search,pruning,tiny",
+                        help="comma-separated subset of trees (the configured model's AP as its forest grows), "
+                             "search (seed configs, budgets B and B/2, overhead, memory), pruning (30 trials with "
+                             "and without), tiny (fixed cost per trial); search and pruning take hours on real data")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
-    if not phases or phases - {"search", "pruning", "tiny"}:
-        parser.error(f"--phases {args.phases}: choose among search, pruning, tiny")
+    if not phases or phases - {"trees", "search", "pruning", "tiny"}:
+        parser.error(f"--phases {args.phases}: choose among trees, search, pruning, tiny")
 
     if args.small:
         data_args = ["dataset=synthetic", "dataset.n_rows=8000", "dataset.fraud_rate=0.01", "mlflow.log_plots=false",
@@ -190,6 +232,9 @@ def main() -> int:
             save()
             return stats
 
+        if "trees" in phases:  # what the default forest size rests on
+            results["tree_curve"] = tree_curve(data_args, *((40, 10) if args.small else (300, 50)))
+            save()
         if "search" in phases:  # 1. search efficiency against the seed's five configurations; 2. overhead; 4. memory
             seeds = seed_configs_protocol(data_args)
             budget = sum(r["fit_seconds"] for r in seeds)
@@ -235,12 +280,12 @@ def render(r: dict) -> str:
     if "sweep_B" in r:
         b, half = r["sweep_B"], r["sweep_B_half"]
         lines += [
-            f"| Seed's five configs (our protocol): best AP, total fit time B | {r['seed_best']:.4f}, "
+            f"| Seed's five configs (our protocol): best AP, total fit time B | {_seed_best(r)}, "
             f"B = {r['budget_seconds']:.0f} s | - |",
             f"| Sweep with budget B: best AP found ({b['n_trials']} trials, wall {b['wall']:.0f} s) | "
-            f"{_ap(b['best'])} | >= {r['seed_best']:.4f} |",
+            f"{_ap(b)} | >= {r['seed_best']:.4f} |",
             f"| Sweep with budget B/2: best AP found ({half['n_trials']} trials, wall {half['wall']:.0f} s) | "
-            f"{_ap(half['best'])} | (reported) |",
+            f"{_ap(half)} | (reported) |",
             f"| Overhead outside fitting and scoring (sweep B) | {b['overhead_fraction']:.1%} | <= 2 % |",
         ]
     if "pruned" in r:
@@ -249,7 +294,7 @@ def render(r: dict) -> str:
         lines += [
             f"| Pruning: wall time pruned / unpruned ({p['n_trials']} trials each) | "
             f"{p['wall']:.0f} s / {u['wall']:.0f} s = {p['wall'] / u['wall']:.2f} | <= 0.6 |",
-            f"| Pruning: best AP pruned vs unpruned | {_ap(p['best'])} vs {_ap(u['best'])} (gap {gap:+.4f}) | "
+            f"| Pruning: best AP pruned vs unpruned | {_ap(p)} vs {_ap(u)} (gap {gap:+.4f}) | "
             f"within 0.005 |",
         ]
     rss = [r[k]["rss_kib"] for k in ("sweep_B", "pruned") if k in r and r[k]["rss_kib"]]
@@ -259,6 +304,10 @@ def render(r: dict) -> str:
         lines.append(f"| Fixed cost per trial, tiny model (20,000 rows, 5 trees): ours / bare Optuna | "
                      f"{r['tiny_ours_median_outside_fit']:.3f} s / {r['tiny_bare_median_outside_fit']:.3f} s | "
                      f"(reported) |")
+    if "tree_curve" in r:
+        curve = ", ".join(f"{c['trees']}: {c['ap']:.4f} ± {c['ap_std']:.4f} ({c['fit_seconds']:.0f} s)"
+                          for c in r["tree_curve"])
+        lines += ["", f"The configured model as its forest grows (trees: AP ± std over folds, fit time): {curve}."]
     if "seed_configs" in r:
         seeds = ", ".join(f"{tuple(s['config'])}: {s['ap']:.4f} ± {s['ap_std']:.4f} ({s['fit_seconds']:.0f} s)"
                           for s in r["seed_configs"])
@@ -266,8 +315,18 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _ap(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _seed_best(r: dict) -> str:
+    best = max(r["seed_configs"], key=lambda s: s["ap"])
+    return f"{best['ap']:.4f} ± {best['ap_std']:.4f} {tuple(best['config'])}"
+
+
+def _ap(sweep: dict) -> str:
+    """A sweep's best AP with its std over folds, its trial and its configuration."""
+    if sweep.get("best") is None:
+        return "-"
+    params = ", ".join(str(v) for v in (sweep.get("best_params") or {}).values())
+    std = sweep.get("best_std") or float("nan")
+    return f"{sweep['best']:.4f} ± {std:.4f} (trial {sweep.get('best_trial')}: {params})"
 
 
 if __name__ == "__main__":
