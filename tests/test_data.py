@@ -155,3 +155,32 @@ def test_fetch_refuses_wrong_bytes_and_leaves_nothing(tmp_path):
 
 def test_features_are_the_real_columns():
     assert FEATURES == ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
+
+
+def test_parsed_copy_is_reused_and_never_outlives_its_bytes(tmp_path, monkeypatch):
+    frame = small_frame()
+    path = write(tmp_path, frame)
+    first = load_path(path)
+    (parsed,) = tmp_path.glob(".cc.csv.*.parsed.npz")
+    data_mod._read_csv.cache_clear()  # a new process: no in-memory copy
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the CSV was parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(data_mod.pd, "read_csv", no_parsing)
+        again = load_path(path)
+    np.testing.assert_array_equal(again.X, first.X)
+    np.testing.assert_array_equal(again.y, first.y)
+    assert (again.sha256, again.n_rows_read, again.n_duplicates_dropped) == (
+        first.sha256, first.n_rows_read, first.n_duplicates_dropped)
+    # other bytes: parsed afresh, and the stale copy is replaced
+    write(tmp_path, frame.iloc[:-1])
+    changed = load_path(path)
+    assert len(changed.y) == len(first.y) - 1 and not parsed.exists()
+    assert len(list(tmp_path.glob(".cc.csv.*.parsed.npz"))) == 1
+    # a damaged copy is ignored, not trusted
+    (damaged,) = tmp_path.glob(".cc.csv.*.parsed.npz")
+    damaged.write_bytes(b"not an npz")
+    data_mod._read_csv.cache_clear()
+    assert len(load_path(path).y) == len(changed.y)
