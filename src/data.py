@@ -238,12 +238,11 @@ def _save_parsed(path: str, data: Dataset) -> None:
             old.unlink(missing_ok=True)  # made from other bytes of this file
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=target.name, suffix=".tmp", delete=False) as fh:
             np.savez(fh, X=data.X, y=data.y, counts=np.array([data.n_rows_read, data.n_duplicates_dropped]))
+        os.chmod(fh.name, Path(path).stat().st_mode & 0o666)  # readable by whoever may read the CSV
         os.replace(fh.name, target)  # whole or not at all: a concurrent reader never sees half a file
     except OSError:
         with contextlib.suppress(OSError, NameError):
             os.unlink(fh.name)  # a read-only folder or a full disk: run without the cache
-
-
 
 
 def _raise_first_non_numeric(path: str, frame: pd.DataFrame) -> None:

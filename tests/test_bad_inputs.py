@@ -58,6 +58,8 @@ CATALOGUE = [
     ("negative depth", ["model.max_depth=-3"], "model.max_depth must be an integer >= 1 or none (unlimited), got -3"),
     ("min_samples_split of 1", ["model.min_samples_split=1"], "model.min_samples_split must be an integer >= 2"),
     ("no trees", ["model.n_estimators=0"], "model.n_estimators must be an integer >= 1, got 0"),
+    ("first look at no trees", ["evaluation.first_look_trees=0"],
+     "evaluation.first_look_trees must be an integer >= 1, or null to prune on whole folds only, got 0"),
     ("test split over 1", ["split.test_size=1.5"], "split.test_size must be a fraction in (0, 1), got 1.5"),
     ("text for a number", ["model.n_estimators=many"], "Value 'many' of type 'str' could not be converted to Integer"),
     ("unknown dataset", ["dataset=kaggle"], "unknown dataset 'kaggle': choose one of creditcard, synthetic"),

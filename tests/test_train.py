@@ -1,7 +1,11 @@
 """One training run from the command line, checked through MlflowClient."""
 
+import json
+
 import pytest
 from conftest import ROOT, SMALL, run_module
+
+from src.synthetic import FEATURES
 
 pytestmark = pytest.mark.slow
 
@@ -31,5 +35,8 @@ def test_single_run_logs_a_complete_mlflow_run(stores):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "synthetic" and dataset_input.dataset.digest
+    schema = json.loads(dataset_input.dataset.schema)["mlflow_colspec"]
+    assert [c["name"] for c in schema] == [*FEATURES, "Class"]
+    assert {c["type"] for c in schema} == {"double", "long"} and all(c["required"] for c in schema)
     assert (stores.root / "mlruns").is_dir()  # artifacts beside the temporary store...
     assert {p.name for p in ROOT.iterdir()} == before  # ...and nothing new in the checkout

@@ -68,6 +68,13 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
         "best_params": {k: best.data.params[k] for k in ("n_estimators", "max_depth", "min_samples_split",
                                                           "min_samples_leaf")} if best else None,
         "trial_fit_seconds": fit,
+        "trials": sorted(({"number": int(r.data.tags.get("optuna.trial_number", -1)),
+                           "state": r.data.tags.get("optuna.trial_state"),
+                           "value": r.data.metrics.get("val_pr_auc"), "std": r.data.metrics.get("val_pr_auc_std"),
+                           "params": {k: r.data.params.get(k) for k in ("n_estimators", "max_depth",
+                                                                        "min_samples_split", "min_samples_leaf")},
+                           "fit_seconds": r.data.metrics.get("fit_seconds")} for r in trials),
+                          key=lambda t: t["number"]),
     }
 
 
@@ -225,7 +232,8 @@ def main() -> int:
                       f"hydra.sweep.dir={store / name}"]
             run = run_cli([*common, *extra], store, measure_memory=memory)
             stats = sweep_stats(tracking, name)
-            stats.update(wall=run["wall"], rss_kib=run["rss_kib"])
+            stats.update(wall=run["wall"], rss_kib=run["rss_kib"],
+                         progress=[line for line in run["stderr"].splitlines() if line.startswith("trial ")])
             print(f"{name}: wall {run['wall']:.0f} s, {stats['n_trials']} trials, best {stats['best']}, "
                   f"overhead {stats['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
             results[key] = stats
