@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -53,6 +54,7 @@ def check_tracking_uri(uri: str) -> None:
     """Fail in one line, before any training, when runs could not be stored."""
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0]
+    uri = redact(uri)  # as shown in the messages below
     if scheme == "sqlite":
         db = uri.split("sqlite:///", 1)[-1] if uri.startswith("sqlite:///") else ""
         if not db:
@@ -63,8 +65,14 @@ def check_tracking_uri(uri: str) -> None:
         if not os.access(folder, os.W_OK):
             raise TrackingError(f"mlflow.tracking_uri={uri}: folder {folder} is not writable")
     elif scheme in ("http", "https"):
+        # urllib takes no user:password@ in a URL (MLflow's client does): ask without it, as HTTP basic auth.
+        request = urllib.request.Request(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
+                                         .rstrip("/") + "/health")
+        if parsed.username is not None:
+            token = base64.b64encode(f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode())
+            request.add_header("Authorization", f"Basic {token.decode()}")
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10) as resp:
                 resp.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -101,6 +109,8 @@ def _connect(tracking_uri: str, experiment_name: str) -> str:
     # within about half a minute instead (set these variables to choose otherwise).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    if urlparse(tracking_uri).password is not None:  # MLflow's "View run at <url>" lines would show the password
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     try:
@@ -113,7 +123,7 @@ def _connect(tracking_uri: str, experiment_name: str) -> str:
                     raise
                 experiment = client.get_experiment_by_name(experiment_name)
     except MlflowException as exc:
-        raise TrackingError(f"mlflow.tracking_uri={tracking_uri}: {_first_line(exc.message)}") from None
+        raise TrackingError(f"mlflow.tracking_uri={redact(tracking_uri)}: {_first_line(exc.message)}") from None
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow experiment {experiment_name!r} is deleted: restore it "
                             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
@@ -268,10 +278,23 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str, log: RunLogger) 
                 mlflow.end_run()
 
 
+def is_integrity_race(exc: BaseException) -> bool:
+    """Another process inserted the same row first (a database's unique constraint): retrying finds it."""
+    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
+    return any(s in text for s in ("UniqueViolation", "IntegrityError", "UNIQUE constraint", "already exists",
+                                   "duplicate key"))
+
+
 def log_dataset(data: Dataset, context: str) -> None:
+    dataset = _mlflow_dataset(data)
     with warnings.catch_warnings():  # MLflow hints that Class is an integer column: it is, on purpose
         warnings.simplefilter("ignore", category=UserWarning)
-        mlflow.log_input(_mlflow_dataset(data), context=context)
+        try:
+            mlflow.log_input(dataset, context=context)
+        except MlflowException as exc:  # workers on one server logging the same dataset at the same moment
+            if not is_integrity_race(exc):
+                raise
+            mlflow.log_input(dataset, context=context)
 
 
 def log_figures(figures: dict[str, Any], folder: str = "plots") -> None:
@@ -282,6 +305,13 @@ def log_figures(figures: dict[str, Any], folder: str = "plots") -> None:
         plt.close(fig)
 
 
+def how_to_open(tracking_uri: str) -> str:
+    """What a user types to look at the runs: a local store needs `mlflow ui`, a server is already serving them."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {redact(tracking_uri)} in a browser"
+    return f"mlflow ui --backend-store-uri {redact(tracking_uri)}"
+
+
 def print_run_location(run: mlflow.ActiveRun, tracking_uri: str) -> None:
-    print(f"MLflow run {run.info.run_id} in {tracking_uri} (open it with: mlflow ui --backend-store-uri "
-          f"{tracking_uri})", file=sys.stderr)
+    print(f"MLflow run {run.info.run_id} in {redact(tracking_uri)} (to look at it: {how_to_open(tracking_uri)})",
+          file=sys.stderr)

@@ -25,14 +25,20 @@ def start_worker(args: list[str], env: dict | None = None) -> subprocess.Popen:
 def test_three_workers_finish_exactly_n_trials_under_one_parent(tmp_path, tracking_server, shared_storage):
     tag = uuid.uuid4().hex[:8]
     study, experiment, model = f"dist-{tag}", f"dist-{tag}", f"Dist_{tag}"
-    args = [*SMALL, "mlflow.log_plots=false", f"mlflow.tracking_uri={tracking_server}",
+    # Credentials in the tracking URI (the server ignores them) must never be printed, tagged or written.
+    secret = f"s3cret-{tag}"
+    with_password = tracking_server.replace("://", f"://worker:{secret}@", 1)
+    args = [*SMALL, "mlflow.log_plots=false", f"mlflow.tracking_uri={with_password}",
             f"mlflow.experiment_name={experiment}", f"registry.model_name={model}",
             f"hydra.sweeper.storage={shared_storage}", f"hydra.sweeper.study_name={study}",
             "hydra.sweeper.n_trials=7", "hydra.sweeper.pruner=none"]
     workers = [start_worker([*args, f"hydra.sweep.dir={tmp_path / f'w{i}'}"]) for i in range(3)]
     outputs = [w.communicate(timeout=900) for w in workers]
-    for w, (_, err) in zip(workers, outputs, strict=True):
+    for w, (out, err) in zip(workers, outputs, strict=True):
         assert w.returncode == 0, err[-3000:]
+        assert secret not in out + err
+    results = list(tmp_path.rglob("optimization_results.yaml"))  # (Hydra's own overrides.yaml keeps the URI)
+    assert results and not [p for p in results if secret in p.read_text()]
 
     trials = optuna.load_study(study_name=study, storage=shared_storage).trials
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -51,6 +57,7 @@ def test_three_workers_finish_exactly_n_trials_under_one_parent(tmp_path, tracki
     assert {r.info.run_id for r in children} >= {t.user_attrs["mlflow_run_id"] for t in finished}
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status != "RUNNING" for r in runs)
+    assert not [r for r in runs if secret in str((r.data.tags, r.data.params))]
     packaged = [r for r in runs if r.info.run_name == "best_model_packaged"]
     assert len(packaged) == 1 and packaged[0].info.status == "FINISHED"
     versions = client.search_model_versions(f"name = '{model}'")

@@ -91,6 +91,9 @@ def test_sigkill_at_a_seeded_moment_then_resume(stores, moment, seed):
     assert len(packaged) == 1
     versions = MlflowClient(stores.tracking_uri).search_model_versions("name = 'CreditCardFraud_RF'")
     assert len(versions) == 1  # a packaging job killed after registering is not registered twice
+    # The configured values (queued as the first trial) were scored, even when their first run was killed.
+    configured = all_trials[0].system_attrs["fixed_params"]
+    assert configured in [t.params for t in all_trials if t.state == TrialState.COMPLETE]
     assert {t.number for t in all_trials if t.state == TrialState.FAIL} == {
         t.number for t in all_trials if t.user_attrs.get("fail_reason", "stale").startswith("stale")
         and t.state == TrialState.FAIL}

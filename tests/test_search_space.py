@@ -3,6 +3,7 @@
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
 
 from hydra_plugins.optuna_mlflow_sweeper._search_space import (
     SearchSpaceError,
@@ -10,6 +11,7 @@ from hydra_plugins.optuna_mlflow_sweeper._search_space import (
     format_value,
     range_values,
     start_point,
+    start_point_lost,
     to_distribution,
 )
 
@@ -120,3 +122,29 @@ def test_format_value_round_trips_through_hydra(value):
 def test_start_point_keeps_configured_values_that_lie_in_the_space(expr, configured, expected):
     point = start_point({"k": dist(expr)}, {"k": configured})
     assert point == ({} if expected is None else {"k": expected})
+
+
+POINT = {"model.max_depth": "none", "model.min_samples_leaf": 1}
+
+
+def _trial(state, params=POINT, reason=None):
+    return create_trial(state=state, value=0.8 if state == TrialState.COMPLETE else None,
+                        system_attrs={"fixed_params": dict(params)},
+                        user_attrs={"fail_reason": reason} if reason else {})
+
+
+@pytest.mark.parametrize("trials, lost", [
+    ([], False),                                                            # never queued (start_from_config was off)
+    ([_trial(TrialState.WAITING)], False),                                  # still in the queue
+    ([_trial(TrialState.RUNNING)], False),                                  # a live worker runs it
+    ([_trial(TrialState.COMPLETE)], False),
+    ([_trial(TrialState.FAIL)], True),                                      # failed by Optuna's heartbeat check
+    ([_trial(TrialState.FAIL, reason="stale: its worker died")], True),     # killed
+    ([_trial(TrialState.FAIL, reason="interrupted")], True),                # Ctrl-C
+    ([_trial(TrialState.FAIL, reason="stale: its worker died"), _trial(TrialState.WAITING)], False),  # queued again
+    ([_trial(TrialState.FAIL, reason="error")], False),                     # fails on its own: not retried
+    ([_trial(TrialState.FAIL, reason="nan")], False),
+    ([_trial(TrialState.FAIL, params={"model.max_depth": 8, "model.min_samples_leaf": 1})], False),  # another point
+])
+def test_start_point_goes_back_in_the_queue_only_when_its_run_was_cut_short(trials, lost):
+    assert start_point_lost(trials, POINT) is lost

@@ -34,7 +34,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from src.tracking import check_tracking_uri, is_unreachable, redact  # noqa: E402  (the project's own helpers)
+from src.tracking import (  # noqa: E402  (the project's own helpers)
+    check_tracking_uri,
+    how_to_open,
+    is_integrity_race,
+    is_unreachable,
+    redact,
+)
 
 from . import _search_space
 from ._factories import FactoryError, make_pruner, make_sampler
@@ -187,10 +193,11 @@ class OptunaMlflowSweeperImpl(Sweeper):
         storage = self._storage()
         study_name = self.study_name or self._derived_study_name(base_cfg, space)
         study, created = self._study(study_name, storage)
-        if created and self.start_from_config:
+        point: dict = {}
+        if self.start_from_config:
             configured = {key: OmegaConf.select(base_cfg, key) for key in space.distributions}
             point = _search_space.start_point(space.distributions, configured)
-            if point:
+            if point and created:
                 study.enqueue_trial(point, skip_if_exists=True)
         study.set_user_attr(PRUNER_ATTR, {"name": self.pruner_name, "options": self.pruner_options})
         self.sweep_started = time.monotonic()
@@ -205,6 +212,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
         ctx = _Context(study, client, experiment_id, parent_id, space, storage,
                        storage.get_study_id_from_name(study.study_name))
         self._repair(ctx)
+        if point and not created and _search_space.start_point_lost(study.get_trials(deepcopy=False), point):
+            study.enqueue_trial(point)  # (skip_if_exists would count the failed copy)
         heartbeat = self.heartbeat = _Heartbeat(storage, self.heartbeat_interval)
         finished_ok, abandon_reason, status = False, "error", "FAILED"
         try:
@@ -314,7 +323,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 )
             except Exception as exc:
                 last = exc
-                if not _is_integrity_race(exc):
+                if not is_integrity_race(exc):
                     break
                 time.sleep(0.2 * (attempt + 1))
         raise SweeperError(f"hydra.sweeper.storage={redact(url)}: cannot open the Optuna storage "
@@ -476,7 +485,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
             "optuna.pruner": f"{self.pruner_name} {json.dumps(self.pruner_options)}",
             "optuna.n_trials": str(self.n_trials),
             "search_space": json.dumps(space.expressions),
-            "pinned": json.dumps({k: v for k, v in space.pinned.items()}, default=str),
+            "pinned": json.dumps(_shown(space.pinned), default=str),
         }
         run_id = study.user_attrs.get(PARENT_ATTR)
         if run_id is None and not created:
@@ -712,14 +721,14 @@ class OptunaMlflowSweeperImpl(Sweeper):
             "study_name": ctx.study.study_name,
             "storage": redact(self.storage_url or ""),
             "parent_run_id": ctx.parent_id,
-            "tracking_uri": self.tracking_uri,
+            "tracking_uri": redact(self.tracking_uri),
             "status": stop_reason,
             "n_trials": self.n_trials,
             "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
             "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "n_failed": sum(t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR) != "surplus"
                             for t in trials),
-            "pinned_params": {k: v for k, v in ctx.space.pinned.items()},
+            "pinned_params": _shown(ctx.space.pinned),
             "best_params": dict(best.params) if best else None,
             "best_value": best.value if best else None,
             "best_trial_number": best.number if best else None,
@@ -753,7 +762,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                    else "no trial completed")
         print("\n".join(["", f"study {ctx.study.study_name} ({redact(self.storage_url or '')})", *lines, summary,
                          f"results: {self.results_path}",
-                         f"open the runs: mlflow ui --backend-store-uri {self.tracking_uri}  "
+                         f"open the runs: {how_to_open(self.tracking_uri)}  "
                          f"(parent run {ctx.parent_id})"]), file=sys.stderr)
 
     def _package_enabled(self) -> bool:
@@ -864,7 +873,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
     def _print_start(self, study: optuna.Study, ctx: _Context) -> None:
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
-        pinned = ", ".join(f"{k}={v}" for k, v in ctx.space.pinned.items()) or "none"
+        pinned = ", ".join(f"{k}={v}" for k, v in _shown(ctx.space.pinned).items()) or "none"
         print(f"study {study.study_name} in {redact(self.storage_url or '')}: {finished}/{self.n_trials} trials "
               f"finished so far; sampler {self.sampler_name}, pruner {self.pruner_name}; pinned: {pinned}",
               file=sys.stderr, flush=True)
@@ -909,6 +918,11 @@ def _check_task_config(cfg: DictConfig, what: str) -> None:
         OmegaConf.to_object(_task_part(cfg))
     except Exception as exc:
         raise SweeperError(f"{what}: {' '.join(str(exc).split())}") from None
+
+
+def _shown(pinned: dict[str, Any]) -> dict[str, Any]:
+    """Pinned values as printed and logged: a URL's password (a tracking URI's, say) replaced by ***."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in pinned.items()}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -961,8 +975,3 @@ def _end_run(client: Any, run_id: str, status: str, tags: dict[str, str]) -> Non
         raise
     except Exception as exc:
         log.warning("could not update MLflow run %s: %s", run_id, exc)
-
-
-def _is_integrity_race(exc: Exception) -> bool:
-    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
-    return any(s in text for s in ("UniqueViolation", "IntegrityError", "already exists", "duplicate key"))

@@ -17,6 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, Override, RangeSweep
 from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 
 class SearchSpaceError(ValueError):
@@ -180,3 +181,13 @@ def start_point(distributions: Mapping[str, BaseDistribution], configured: Mappi
             if dist._contains(dist.to_internal_repr(value)):
                 point[key] = value
     return point
+
+
+def start_point_lost(trials: Iterable[FrozenTrial], point: Mapping[str, Any]) -> bool:
+    """True when the study once queued ``point`` as its first trial and every copy of it was cut short (its
+    worker killed or interrupted): then it goes back in the queue, or the configured values would never be
+    scored. A copy that failed on its own (an error, a NaN) is not retried."""
+    copies = [t for t in trials if t.system_attrs.get("fixed_params") == dict(point)]
+    return bool(copies) and all(
+        t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", "stale") not in ("error", "nan")
+        for t in copies)

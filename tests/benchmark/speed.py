@@ -78,29 +78,36 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
     }
 
 
-def seed_configs_protocol(data_args: list[str]) -> list[dict]:
-    """The five seed configurations scored with our objective protocol (same split and folds as the sweeps)."""
+def _composed(data_args: list[str], *overrides: str):
+    """The validated config, its data and its split/folds: what every in-process phase starts from."""
     from hydra import compose, initialize_config_dir
 
     from src.config import register_configs, validate
     from src.data import load, split
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = validate(compose("config", overrides=[*data_args, *overrides]))
+    data = load(cfg.dataset)
+    return cfg, data, split(data, cfg.split, cfg.evaluation)
+
+
+def seed_configs_protocol(data_args: list[str], tree_scale: float = 1.0) -> list[dict]:
+    """The five seed configurations scored with our objective protocol (same split and folds as the sweeps);
+    ``tree_scale`` shrinks their forests for the small mode, whose sweeps grow 20 trees."""
     from src.evaluation import cross_validate
     from src.model import build_model
 
-    register_configs()
     rows = []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for n, depth, mss, msl in SEED_CONFIGS:
-            cfg = validate(compose("config", overrides=[*data_args, f"model.n_estimators={n}",
-                                                        f"model.max_depth={depth}", f"model.min_samples_split={mss}",
-                                                        f"model.min_samples_leaf={msl}"]))
-            data = load(cfg.dataset)
-            parts = split(data, cfg.split, cfg.evaluation)
-            result = cross_validate(build_model(cfg.model), data, parts)
-            rows.append({"config": (n, depth, mss, msl), "ap": result.pr_auc, "ap_std": result.pr_auc_std,
-                         "fit_seconds": result.fit_seconds})
-            print(f"seed config {rows[-1]['config']}: AP {result.pr_auc:.4f} ± {result.pr_auc_std:.4f}, "
-                  f"{result.fit_seconds:.1f} s", file=sys.stderr, flush=True)
+    for n, depth, mss, msl in SEED_CONFIGS:
+        n = max(1, round(n * tree_scale))
+        cfg, data, parts = _composed(data_args, f"model.n_estimators={n}", f"model.max_depth={depth}",
+                                     f"model.min_samples_split={mss}", f"model.min_samples_leaf={msl}")
+        result = cross_validate(build_model(cfg.model), data, parts)
+        rows.append({"config": (n, depth, mss, msl), "ap": result.pr_auc, "ap_std": result.pr_auc_std,
+                     "fit_seconds": result.fit_seconds})
+        print(f"seed config {rows[-1]['config']}: AP {result.pr_auc:.4f} ± {result.pr_auc_std:.4f}, "
+              f"{result.fit_seconds:.1f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -108,19 +115,12 @@ def tree_curve(data_args: list[str], max_trees: int, step: int) -> list[dict]:
     """The configured model's objective as its forest grows (warm_start: the first n trees of a bigger forest are
     the n-tree forest), on the same folds: where more trees stop paying for their time."""
     import numpy as np
-    from hydra import compose, initialize_config_dir
     from sklearn.metrics import average_precision_score
 
-    from src.config import register_configs, validate
-    from src.data import load, split
     from src.evaluation import fraud_proba
     from src.model import build_model
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = validate(compose("config", overrides=data_args))
-    data = load(cfg.dataset)
-    parts = split(data, cfg.split, cfg.evaluation)
+    cfg, data, parts = _composed(data_args)
     sizes = list(range(step, max_trees + 1, step))
     ap = {n: [] for n in sizes}
     fit = dict.fromkeys(sizes, 0.0)
@@ -142,25 +142,19 @@ def tree_curve(data_args: list[str], max_trees: int, step: int) -> list[dict]:
 
 def bare_optuna_loop(data_args: list[str], n_trials: int) -> dict:
     """The same fits in a plain Optuna loop (no Hydra, no MLflow): the floor for per-trial fixed cost."""
-    import optuna
-    from hydra import compose, initialize_config_dir
+    import copy
 
-    from src.config import register_configs, validate
-    from src.data import load, split
+    import optuna
+
     from src.evaluation import cross_validate
     from src.model import build_model
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        base = compose("config", overrides=data_args)
-    data_cfg = validate(base)
-    data = load(data_cfg.dataset)
-    parts = split(data, data_cfg.split, data_cfg.evaluation)
+    base, data, parts = _composed(data_args)
     per_trial: list[float] = []
 
     def objective(trial: optuna.Trial) -> float:
         start = time.perf_counter()
-        cfg = validate(base)
+        cfg = copy.deepcopy(base)
         cfg.model.max_depth = trial.suggest_categorical("max_depth", [12, 16, 20, 24, 32, None])  # the default space
         cfg.model.min_samples_split = trial.suggest_int("min_samples_split", 2, 10)
         cfg.model.min_samples_leaf = trial.suggest_int("min_samples_leaf", 1, 4)
@@ -209,10 +203,10 @@ def main() -> int:
     if args.small:
         data_args = ["dataset=synthetic", "dataset.n_rows=8000", "dataset.fraud_rate=0.01", "mlflow.log_plots=false",
                      "model.n_estimators=20"]
-        pruning_trials, tiny_trials = args.pruning_trials or 6, 8
+        pruning_trials, tiny_trials, tree_scale = args.pruning_trials or 4, 5, 0.1
     else:
         data_args = []
-        pruning_trials, tiny_trials = args.pruning_trials or 30, 30
+        pruning_trials, tiny_trials, tree_scale = args.pruning_trials or 30, 30, 1.0
     tiny_args = ["dataset=synthetic", "dataset.n_rows=20000", "model.n_estimators=5"]
     results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
                      "command": " ".join(["python -m tests.benchmark.speed", *sys.argv[1:]])}
@@ -244,7 +238,7 @@ def main() -> int:
             results["tree_curve"] = tree_curve(data_args, *((40, 10) if args.small else (300, 50)))
             save()
         if "search" in phases:  # 1. search efficiency against the seed's five configurations; 2. overhead; 4. memory
-            seeds = seed_configs_protocol(data_args)
+            seeds = seed_configs_protocol(data_args, tree_scale)
             budget = sum(r["fit_seconds"] for r in seeds)
             results["seed_configs"] = seeds
             results["budget_seconds"] = budget
