@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import SMALL, Stores, assert_one_line_error, run_module
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("registry")]  # one worker builds the fixture
+pytestmark = pytest.mark.slow
 NAME = "CreditCardFraud_RF"
 
 

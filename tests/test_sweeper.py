@@ -117,6 +117,11 @@ def test_resume_continues_to_the_exact_total_with_one_parent(stores):
     assert proposals[3:5] != proposals[0:2]
     third = sweep(stores, "hydra.sweeper.n_trials=5")  # already complete: nothing new
     assert third.returncode == 0 and len(only_study(stores).trials) == 5
+    # A timeout stops new trials, never the first one (as with Optuna's timeout): one more trial, then a stop.
+    fourth = sweep(stores, "hydra.sweeper.n_trials=8", "hydra.sweeper.timeout=0.001")
+    assert fourth.returncode == 0, fourth.stderr
+    assert "timeout of 0.001 s reached: 6/8 trials finished; rerun the same command to continue" in fourth.stderr
+    assert len(only_study(stores).trials) == 6 and results(stores)["status"] == "timeout"
 
 
 def test_failures_and_nan_are_fail_and_failed_and_the_sweep_goes_on(stores):

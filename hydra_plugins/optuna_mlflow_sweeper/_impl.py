@@ -530,6 +530,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
 
     def _loop(self, ctx: _Context, heartbeat: _Heartbeat) -> str:
         batch_size = self._batch_size()
+        launched = False  # as with Optuna's timeout, the first trial always runs
         while True:
             trials = ctx.study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
@@ -543,7 +544,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 raise SweeperError(
                     f"failure budget spent: {len(failures)} trials of study {ctx.study.study_name!r} failed "
                     f"(last: {last}); fix the cause or raise hydra.sweeper.max_failures")
-            if self.timeout is not None and time.monotonic() - self.sweep_started >= self.timeout:
+            if launched and self.timeout is not None and time.monotonic() - self.sweep_started >= self.timeout:
                 print(f"timeout of {self.timeout:g} s reached: {finished}/{self.n_trials} trials finished; "
                       f"rerun the same command to continue", file=sys.stderr)
                 return "timeout"
@@ -554,6 +555,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
             batch = [b for b in (self._ask(ctx, heartbeat) for _ in range(min(batch_size, room))) if b]
             if batch:
                 self._run_batch(ctx, heartbeat, batch)
+                launched = True
 
     def _sleep_and_repair(self, ctx: _Context) -> None:
         time.sleep(self.heartbeat_interval)

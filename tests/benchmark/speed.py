@@ -243,9 +243,9 @@ def main() -> int:
             results["seed_configs"] = seeds
             results["budget_seconds"] = budget
             results["seed_best"] = max(r["ap"] for r in seeds)
-            sweep("sweep_B", "bench-budget-B", f"hydra.sweeper.timeout={budget:.0f}", "hydra.sweeper.n_trials=10000",
+            sweep("sweep_B", "bench-budget-B", f"hydra.sweeper.timeout={budget:.3f}", "hydra.sweeper.n_trials=10000",
                   memory=True)
-            sweep("sweep_B_half", "bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.0f}",
+            sweep("sweep_B_half", "bench-budget-B-half", f"hydra.sweeper.timeout={budget / 2:.3f}",
                   "hydra.sweeper.n_trials=10000")
         if "pruning" in phases:  # 3. the same study with and without pruning
             for key, pruner in (("pruned", "median"), ("unpruned", "none")):
