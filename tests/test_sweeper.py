@@ -188,8 +188,8 @@ def test_median_pruner_stops_some_trials_early(stores):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(study.trials) == 8 and pruned and complete
     for t in pruned:
-        # steps: 0 = the first look (none here: 5 trees), fold k = step k + 1; stopped before the last fold
-        assert 1 <= min(t.intermediate_values) and max(t.intermediate_values) < 4
+        # steps: without a first look (the default) fold k is step k - 1; stopped before the last fold
+        assert min(t.intermediate_values) == 0 and max(t.intermediate_values) < 3
 
 
 def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):

@@ -23,8 +23,8 @@ PRUNERS = {
     "threshold": optuna.pruners.ThresholdPruner,
     "none": optuna.pruners.NopPruner,
 }
-# Step 0 is the first look at a small forest on fold 1 (evaluation.first_look_trees): pruning there stops a weak
-# trial after a few percent of its fit. Three finished trials give the first median to compare with.
+# Step 0 is fold 1 (or, with evaluation.first_look_trees, a look at a small forest on fold 1): decisions start
+# there. Three finished trials give the first median to compare with.
 PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     "median": {"n_startup_trials": 3, "n_warmup_steps": 0},
     "percentile": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 0},
