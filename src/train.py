@@ -6,6 +6,9 @@ final packaging job (refit, test once, register).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
@@ -23,7 +26,7 @@ from src import tracking
 from src.config import Config, UserError, register_configs, validate
 from src.data import load, split
 from src.evaluation import cross_validate, plots
-from src.model import build_model
+from src.model import build_model, forest_key
 
 register_configs()  # Hydra composes the config before main() runs: the schema must be known first.
 
@@ -93,6 +96,9 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         log(mlflow.set_tags, tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         log(tracking.log_dataset, data, context="training")
         log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
+        twin = link.earlier_twin(result_key(cfg, data)) if link is not None else None
+        if twin is not None:
+            return _same_as(twin, log, link)
         result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold, look_trees=look,
                                 on_look=on_look)
         if not math.isfinite(result.pr_auc):
@@ -121,6 +127,26 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
                                                f"not recorded")
         tracking.print_run_location(run, cfg.mlflow.tracking_uri)
     return result.pr_auc
+
+
+def result_key(cfg: Config, data: Any) -> str:
+    """A trial's result depends on this only: the data's bytes, the split, the folds and the forest's settings."""
+    parts = {"data": data.sha256, "dataset": dataclasses.asdict(cfg.dataset), "split": dataclasses.asdict(cfg.split),
+             "evaluation": dataclasses.asdict(cfg.evaluation), "model": forest_key(cfg.model)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _same_as(twin: Any, log: tracking.RunLogger, link: Any) -> float:
+    """A trial whose forests an earlier trial already grew and scored: its result, not a refit (minutes each)."""
+    run_id = twin.user_attrs.get("mlflow_run_id", "")
+    log(mlflow.set_tags, {"same_forest_as_trial": str(twin.number), "same_forest_as_run": run_id})
+    kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_roc_auc") if isinstance(
+        twin.user_attrs.get(k), (int, float))}
+    log(mlflow.log_metrics, {"val_pr_auc": twin.value, **kept, "fit_seconds": 0.0})
+    link.record(**kept, fit_seconds=0.0)
+    if log.lost is not None:
+        link.record(mlflow_lost=log.lost)
+    return float(twin.value)
 
 
 def one_line(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from src.config import EvaluationConfig, RandomForestConfig, SplitConfig, SyntheticDatasetConfig
 from src.data import load, split
 from src.evaluation import bootstrap_ap_interval, cross_validate, fit_and_test, paired_bootstrap
-from src.model import build_model, hyperparameters
+from src.model import build_model, forest_key, hyperparameters
 
 
 class Recorder(BaseEstimator, ClassifierMixin):
@@ -136,3 +136,31 @@ def test_logged_hyperparameters_use_bare_names():
     params = hyperparameters(RandomForestConfig(max_depth="none"))
     assert params == {"n_estimators": 100, "max_depth": "none", "min_samples_split": 2, "min_samples_leaf": 1,
                       "class_weight": "balanced"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"min_samples_split": 2, "min_samples_leaf": 2}, {"min_samples_split": 4, "min_samples_leaf": 2}, True),
+        ({"min_samples_split": 3, "min_samples_leaf": 2}, {"min_samples_split": 4, "min_samples_leaf": 2}, True),
+        ({"min_samples_split": 5, "min_samples_leaf": 2}, {"min_samples_split": 4, "min_samples_leaf": 2}, False),
+        ({"min_samples_split": 2, "min_samples_leaf": 1}, {"min_samples_split": 2, "min_samples_leaf": 2}, False),
+        ({"max_depth": "none"}, {"max_depth": None}, True),
+        ({"max_depth": 8}, {"max_depth": None}, False),
+        ({"n_jobs": 1}, {"n_jobs": -1}, True),
+        ({"n_estimators": 5}, {"n_estimators": 6}, False),
+        ({"random_state": 1}, {"random_state": 2}, False),
+        ({"class_weight": None}, {"class_weight": "balanced"}, False),
+    ],
+)
+def test_forest_key_is_equal_exactly_for_settings_that_grow_the_same_trees(a, b, same):
+    assert (forest_key(RandomForestConfig(**a)) == forest_key(RandomForestConfig(**b))) is same
+
+
+def test_equal_forest_keys_grow_the_same_trees(small):
+    ds, parts = small
+    split_2, split_4, split_5 = (cross_validate(build_model(RandomForestConfig(
+        n_estimators=6, min_samples_split=s, min_samples_leaf=2, n_jobs=1)), ds, parts) for s in (2, 4, 5))
+    np.testing.assert_array_equal(split_2.oof_proba, split_4.oof_proba)
+    assert split_2.fold_pr_auc == split_4.fold_pr_auc
+    assert not np.array_equal(split_5.oof_proba, split_4.oof_proba)  # split 5 > 2 * leaf: other trees

@@ -14,6 +14,8 @@ import yaml
 from conftest import ROOT, SMALL, assert_one_line_error, run_module
 from optuna.trial import TrialState
 
+from hydra_plugins.optuna_mlflow_sweeper._trial import FOREST_ATTR, TWIN_ATTR
+
 pytestmark = pytest.mark.slow
 
 QUIET = [*SMALL, "registry.enabled=false", "mlflow.log_plots=false", "hydra.sweeper.pruner=none"]
@@ -79,6 +81,32 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     assert study.trials[0].params == {"model.max_depth": "none", "model.min_samples_split": 2,
                                       "model.min_samples_leaf": 1}
     assert "first trial: the configured values" in out.stderr
+
+
+def test_a_trial_growing_the_same_forests_as_an_earlier_one_takes_its_result(stores):
+    # with leaf 2, split 2, 3 and 4 grow the same trees (scikit-learn raises split to 2 * leaf)
+    same = ["hydra.sweeper.study_name=twins", "model.min_samples_split=choice(2,3,4)", "model.min_samples_leaf=2",
+            "model.max_depth=6"]
+    out = sweep(stores, "hydra.sweeper.n_trials=3", *same)
+    assert out.returncode == 0, out.stderr
+    first, *later = only_study(stores).trials
+    assert TWIN_ATTR not in first.user_attrs and first.user_attrs["fit_seconds"] > 0
+    by_id = {r.info.run_id: r for r in runs(stores, "hyperparameter_tuning")}
+    for t in later:
+        assert t.state == TrialState.COMPLETE and t.value == first.value and t.user_attrs[TWIN_ATTR] == 0
+        assert t.user_attrs[FOREST_ATTR] == first.user_attrs[FOREST_ATTR]
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["same_forest_as_trial"] == "0"
+        assert run.data.tags["same_forest_as_run"] == first.user_attrs["mlflow_run_id"]
+        assert run.data.metrics["fit_seconds"] == 0 and run.data.metrics["val_pr_auc"] == pytest.approx(first.value)
+        assert run.data.metrics["val_pr_auc_std"] == pytest.approx(first.user_attrs["val_pr_auc_std"])
+    assert out.stderr.count("[the same forests as trial 0: its result, not refitted]") == 2
+    # the same study on other data: the key differs, so the forest is grown and scored again
+    out = sweep(stores, "hydra.sweeper.n_trials=4", *same, "dataset.seed=1")
+    assert out.returncode == 0, out.stderr
+    last = only_study(stores).trials[-1]
+    assert TWIN_ATTR not in last.user_attrs and last.user_attrs["fit_seconds"] > 0
+    assert last.user_attrs[FOREST_ATTR] != first.user_attrs[FOREST_ATTR]
 
 
 def test_pinned_value_is_never_sampled(stores):

@@ -44,7 +44,7 @@ from src.tracking import (  # noqa: E402  (the project's own helpers)
 
 from . import _search_space
 from ._factories import FactoryError, make_pruner, make_sampler
-from ._trial import PRUNER_ATTR
+from ._trial import PRUNER_ATTR, TWIN_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +646,9 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 return
             ctx.study.tell(trial, value)
             _end_run(ctx.client, item.run_id, "FINISHED", {"optuna.trial_state": "COMPLETE"})
-            self._progress(ctx, trial.number, "COMPLETE", value)
+            twin = ctx.storage.get_trial_user_attrs(item.trial_id).get(TWIN_ATTR)
+            note = f"the same forests as trial {twin}: its result, not refitted" if twin is not None else ""
+            self._progress(ctx, trial.number, "COMPLETE", value, note)
             return
         exc = ret._return_value
         if isinstance(exc, optuna.TrialPruned):

@@ -7,12 +7,16 @@ machines), so a job finds its Optuna trial again through the shared storage.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from ._factories import make_pruner
 
 PRUNER_ATTR = "sweeper.pruner"
+FOREST_ATTR = "forest_key"  # what decides the trial's result (data, split, folds, the forest's effective settings)
+TWIN_ATTR = "same_forest_as_trial"
 
 
 @lru_cache(maxsize=4)
@@ -49,3 +53,14 @@ class TrialLink:
     def record(self, **values: float) -> None:
         for key, value in values.items():
             self.trial.set_user_attr(key, value)
+
+    def earlier_twin(self, key: str) -> Optional[FrozenTrial]:
+        """A COMPLETE trial of the study that grew the same forests on the same folds: refitting it would give
+        the same value again (TPE proposes the best region repeatedly, and min_samples_split up to
+        2 * min_samples_leaf grows the same trees)."""
+        self.trial.set_user_attr(FOREST_ATTR, key)
+        for earlier in self.trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if earlier.user_attrs.get(FOREST_ATTR) == key and earlier.number != self.trial.number:
+                self.trial.set_user_attr(TWIN_ATTR, earlier.number)
+                return earlier
+        return None

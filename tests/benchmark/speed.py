@@ -54,7 +54,8 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
                                 filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     fit = [r.data.metrics.get("fit_seconds", 0.0) for r in trials]
     complete = [r for r in trials if "val_pr_auc" in r.data.metrics]
-    best = max(complete, key=lambda r: r.data.metrics["val_pr_auc"]) if complete else None
+    best = max(complete, key=lambda r: (r.data.metrics["val_pr_auc"],  # ties: the first trial, as the sweeper
+                                        -int(r.data.tags.get("optuna.trial_number", 0)))) if complete else None
     duration = (parent.info.end_time - parent.info.start_time) / 1000
     return {
         "parent_seconds": duration,
@@ -95,15 +96,18 @@ def _composed(data_args: list[str], *overrides: str):
 def seed_configs_protocol(data_args: list[str], tree_scale: float = 1.0) -> list[dict]:
     """The five seed configurations scored with our objective protocol (same split and folds as the sweeps);
     ``tree_scale`` shrinks their forests for the small mode, whose sweeps grow 20 trees."""
+    import copy
+
     from src.evaluation import cross_validate
     from src.model import build_model
 
+    base, data, parts = _composed(data_args)  # one load and split for all five
     rows = []
     for n, depth, mss, msl in SEED_CONFIGS:
         n = max(1, round(n * tree_scale))
-        cfg, data, parts = _composed(data_args, f"model.n_estimators={n}", f"model.max_depth={depth}",
-                                     f"model.min_samples_split={mss}", f"model.min_samples_leaf={msl}")
-        result = cross_validate(build_model(cfg.model), data, parts)
+        model = copy.deepcopy(base.model)
+        model.n_estimators, model.max_depth, model.min_samples_split, model.min_samples_leaf = n, depth, mss, msl
+        result = cross_validate(build_model(model), data, parts)
         rows.append({"config": (n, depth, mss, msl), "ap": result.pr_auc, "ap_std": result.pr_auc_std,
                      "fit_seconds": result.fit_seconds})
         print(f"seed config {rows[-1]['config']}: AP {result.pr_auc:.4f} ± {result.pr_auc_std:.4f}, "
