@@ -138,8 +138,10 @@ def result_key(cfg: Config, data: Any) -> str:
 
 def _same_as(twin: Any, log: tracking.RunLogger, link: Any) -> float:
     """A trial whose forests an earlier trial already grew and scored: its result, not a refit (minutes each)."""
+    from hydra_plugins.optuna_mlflow_sweeper._trial import TWIN_ATTR  # the run's tag is named as the trial's attr
+
     run_id = twin.user_attrs.get("mlflow_run_id", "")
-    log(mlflow.set_tags, {"same_forest_as_trial": str(twin.number), "same_forest_as_run": run_id})
+    log(mlflow.set_tags, {TWIN_ATTR: str(twin.number), "same_forest_as_run": run_id})
     kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_roc_auc") if isinstance(
         twin.user_attrs.get(k), (int, float))}
     log(mlflow.log_metrics, {"val_pr_auc": twin.value, **kept, "fit_seconds": 0.0})
