@@ -14,11 +14,10 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.optuna_mlflow_sweeper.job import JobContext
+from src.errors import UserError
+
 UNLIMITED_DEPTH = "none"  # Hydra cannot parse null inside choice(...): this string stands for "no limit".
-
-
-class UserError(Exception):
-    """An expected problem with the user's input: reported as one line, never as a traceback."""
 
 
 class ConfigError(UserError, ValueError):
@@ -131,6 +130,8 @@ class MlflowConfig:
     experiment_name: str = "creditcardfraud-sweep"
     # Plots cost ~0.3 s per run; sweeps of tiny models may turn them off.
     log_plots: bool = True
+    # Tags on every run (the sweeper's runs too: hydra.sweeper.run_tags).
+    tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(bool(self.tracking_uri), "mlflow.tracking_uri", "a tracking URI", self.tracking_uri)
@@ -155,21 +156,6 @@ class RegistryConfig:
 
 
 @dataclass
-class SweepContext:
-    """Set by the sweeper for each job it launches; empty in a single run."""
-
-    study_name: Optional[str] = None
-    storage: Optional[str] = None
-    trial_number: Optional[int] = None
-    parent_run_id: Optional[str] = None
-    run_id: Optional[str] = None
-    stage: str = "trial"  # "trial" (cross-validate) or "package" (refit, test, register)
-
-    def __post_init__(self) -> None:
-        _check(self.stage in ("trial", "package"), "sweep.stage", "trial or package", self.stage)
-
-
-@dataclass
 class Config:
     dataset: Any = MISSING
     model: Any = MISSING
@@ -177,7 +163,8 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
-    sweep: SweepContext = field(default_factory=SweepContext)
+    # Set by the sweeper for each job it launches (the study, the trial, its run, the stage); empty in a single run.
+    sweep: JobContext = field(default_factory=JobContext)
 
 
 def register_configs() -> None:

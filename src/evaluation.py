@@ -18,7 +18,8 @@ from scipy import stats
 from sklearn.base import ClassifierMixin, clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from src.data import Dataset, Split
+from src.data import Dataset
+from src.split import Split
 from src.synthetic import FEATURES
 
 # Called after each fold with (fold index, mean AP so far, seconds fitting and scoring so far); may raise to stop

@@ -2,40 +2,39 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
-import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from src.config import Config, UserError
+from hydra_plugins.optuna_mlflow_sweeper.job import (
+    StoreError,
+    check_tracking_uri,
+    is_integrity_race,
+    is_unreachable,
+    limit_http_retries,
+    open_experiment,
+    redact,
+)
+from src.config import Config
 from src.data import Dataset
+from src.errors import UserError
 from src.model import hyperparameters
 
-TAGS = {"model_family": "random_forest", "problem_type": "fraud_detection"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TrackingError(UserError):
     pass
-
-
-def redact(url: str) -> str:
-    """A store URL safe to print and to log: any password removed."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def loggable_config(cfg: Any) -> dict:
@@ -48,44 +47,6 @@ def loggable_config(cfg: Any) -> dict:
     if isinstance(tree.get("mlflow"), dict) and tree["mlflow"].get("tracking_uri"):
         tree["mlflow"]["tracking_uri"] = redact(tree["mlflow"]["tracking_uri"])
     return tree
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Fail in one line, before any training, when runs could not be stored."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.split("+")[0]
-    uri = redact(uri)  # as shown in the messages below
-    if scheme == "sqlite":
-        db = uri.split("sqlite:///", 1)[-1] if uri.startswith("sqlite:///") else ""
-        if not db:
-            raise TrackingError(f"mlflow.tracking_uri={uri}: write a SQLite store as sqlite:///path/to/mlflow.db")
-        folder = Path(db).parent if db != ":memory:" else Path(".")
-        if not folder.is_dir():
-            raise TrackingError(f"mlflow.tracking_uri={uri}: folder {folder} does not exist (create it first)")
-        if not os.access(folder, os.W_OK):
-            raise TrackingError(f"mlflow.tracking_uri={uri}: folder {folder} is not writable")
-    elif scheme in ("http", "https"):
-        # urllib takes no user:password@ in a URL (MLflow's client does): ask without it, as HTTP basic auth.
-        request = urllib.request.Request(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
-                                         .rstrip("/") + "/health")
-        if parsed.username is not None:
-            token = base64.b64encode(f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode())
-            request.add_header("Authorization", f"Basic {token.decode()}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(f"mlflow.tracking_uri={uri}: tracking server unreachable ({reason}); start it "
-                                f"(mlflow server --host 127.0.0.1 ...) or fix the URI") from None
-    elif scheme in ("postgresql", "mysql", "mssql", "databricks"):
-        pass
-    elif scheme == "file" or scheme == "" or len(scheme) == 1:  # bare paths, Windows drive letters
-        raise TrackingError(f"mlflow.tracking_uri={uri}: file stores are not supported by MLflow 3 here; "
-                            f"use sqlite:///mlflow.db or an http:// tracking server")
-    else:
-        raise TrackingError(f"mlflow.tracking_uri={uri}: unknown scheme {scheme!r}; use sqlite:///..., "
-                            f"http(s)://host:port or a database URL")
 
 
 _CONNECTED: dict[tuple[str, str], str] = {}
@@ -104,43 +65,18 @@ def connect(tracking_uri: str, experiment_name: str) -> str:
 
 
 def _connect(tracking_uri: str, experiment_name: str) -> str:
-    check_tracking_uri(tracking_uri)
-    # MLflow retries an unreachable server for about 4 minutes per call by default; a sweep notices an outage
-    # within about half a minute instead (set these variables to choose otherwise).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        check_tracking_uri(tracking_uri)
+    except StoreError as exc:
+        raise TrackingError(str(exc)) from None
+    limit_http_retries()
     if urlparse(tracking_uri).password is not None:  # MLflow's "View run at <url>" lines would show the password
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
     try:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            try:
-                return client.create_experiment(experiment_name, artifact_location=_artifact_location(tracking_uri))
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first: use it
-                    raise
-                experiment = client.get_experiment_by_name(experiment_name)
-    except MlflowException as exc:
-        raise TrackingError(f"mlflow.tracking_uri={redact(tracking_uri)}: {_first_line(exc.message)}") from None
-    if experiment.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {experiment_name!r} is deleted: restore it "
-                            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
-                            f"or choose another mlflow.experiment_name")
-    return experiment.experiment_id
-
-
-def _artifact_location(tracking_uri: str) -> Optional[str]:
-    """Artifacts beside a SQLite store (MLflow would otherwise write ./mlruns wherever the process runs)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri.split("sqlite:///", 1)[1]).resolve()
-    return (db.parent / "mlruns").as_uri()
-
-
-def _first_line(text: str) -> str:
-    return " ".join(str(text).strip().splitlines()[0].split()) if str(text).strip() else "unknown error"
+        return open_experiment(tracking_uri, experiment_name)
+    except StoreError as exc:
+        raise TrackingError(str(exc)) from None
 
 
 @lru_cache(maxsize=1)
@@ -196,7 +132,7 @@ def run_params(cfg: Config, data: Dataset) -> dict[str, Any]:
 
 
 def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
-    tags = {**TAGS, "run_purpose": purpose, "data_sha256": data.sha256, "git_commit": git_commit()}
+    tags = {**cfg.mlflow.tags, "run_purpose": purpose, "data_sha256": data.sha256, "git_commit": git_commit()}
     if cfg.sweep.study_name:
         tags["optuna.study_name"] = cfg.sweep.study_name
     if cfg.sweep.trial_number is not None:
@@ -206,16 +142,6 @@ def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
 
 class TrackingUnavailable(TrackingError):
     pass
-
-
-_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
-                "Read timed out", "RemoteDisconnected", "Connection aborted", "Connection reset")
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """The tracking server is gone (as opposed to a bad request, which is a bug to surface)."""
-    text = f"{type(exc).__name__}: {exc}"
-    return isinstance(exc, ConnectionError) or any(s in text for s in _UNREACHABLE)
 
 
 class RunLogger:
@@ -276,13 +202,6 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str, log: RunLogger) 
         if mlflow.active_run() is not None and log.lost is not None:
             with contextlib.suppress(Exception):  # leave no half-open run in this process
                 mlflow.end_run()
-
-
-def is_integrity_race(exc: BaseException) -> bool:
-    """Another process inserted the same row first (a database's unique constraint): retrying finds it."""
-    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
-    return any(s in text for s in ("UniqueViolation", "IntegrityError", "UNIQUE constraint", "already exists",
-                                   "duplicate key"))
 
 
 def log_dataset(data: Dataset, context: str) -> None:

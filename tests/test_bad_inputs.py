@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SMALL, assert_one_line_error, run_module
 
 from src.synthetic import generate
+from tests.helpers.cli import ROOT, assert_one_line_error, run_module
+from tests.helpers.stores import SMALL
 
 pytestmark = pytest.mark.slow
 

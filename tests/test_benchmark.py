@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+
+from tests.helpers.cli import ROOT
 
 pytestmark = pytest.mark.slow
 

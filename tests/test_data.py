@@ -9,7 +9,8 @@ import pytest
 
 from src import data as data_mod
 from src.config import CreditCardDatasetConfig, EvaluationConfig, SplitConfig, SyntheticDatasetConfig
-from src.data import COLUMNS, DataError, fetch, load, split
+from src.data import COLUMNS, DataError, fetch, load
+from src.split import split
 from src.synthetic import FEATURES, generate
 
 

@@ -9,9 +9,11 @@ import uuid
 
 import optuna
 import pytest
-from conftest import ROOT, SMALL
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+
+from tests.helpers.cli import ROOT
+from tests.helpers.stores import SMALL
 
 pytestmark = pytest.mark.slow
 

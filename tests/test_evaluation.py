@@ -5,9 +5,10 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from src.config import EvaluationConfig, RandomForestConfig, SplitConfig, SyntheticDatasetConfig
-from src.data import load, split
+from src.data import load
 from src.evaluation import bootstrap_ap_interval, cross_validate, fit_and_test, paired_bootstrap
 from src.model import build_model, forest_key, hyperparameters
+from src.split import split
 
 
 class Recorder(BaseEstimator, ClassifierMixin):

@@ -12,9 +12,12 @@ import time
 
 import optuna
 import pytest
-from conftest import ROOT, SMALL, MlflowServer, assert_one_line_error, free_port, run_module
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+
+from tests.helpers.cli import ROOT, assert_one_line_error, run_module
+from tests.helpers.servers import MlflowServer, free_port
+from tests.helpers.stores import SMALL
 
 pytestmark = pytest.mark.slow
 

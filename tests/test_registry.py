@@ -15,7 +15,9 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import SMALL, Stores, assert_one_line_error, run_module
+
+from tests.helpers.cli import assert_one_line_error, run_module
+from tests.helpers.stores import SMALL, Stores
 
 pytestmark = pytest.mark.slow
 NAME = "CreditCardFraud_RF"
@@ -44,7 +46,7 @@ def test_best_trial_is_packaged_under_the_parent(registry):
     stores, first, _ = registry
     client = stores.client()
     res = yaml.safe_load((stores.root / "sweep1" / "optimization_results.yaml").read_text())
-    packaged = client.get_run(res["packaged_run_id"])
+    packaged = client.get_run(res["final_run_id"])
     assert packaged.info.run_name == "best_model_packaged" and packaged.info.status == "FINISHED"
     assert packaged.data.tags["mlflow.parentRunId"] == res["parent_run_id"]
     assert packaged.data.tags["run_purpose"] == "model_packaging"

@@ -148,3 +148,25 @@ def _trial(state, params=POINT, reason=None):
 ])
 def test_start_point_goes_back_in_the_queue_only_when_its_run_was_cut_short(trials, lost):
     assert start_point_lost(trials, POINT) is lost
+
+
+@pytest.mark.parametrize("expr", ["range(0,0.9,step=0.3)", "range(0,1,step=0.1)", "range(0.1,0.5,step=0.1)",
+                                  "range(1,4.0)", "range(0.5,2.6,step=0.7)", "range(10,30,step=10)"])
+def test_a_range_has_the_values_of_hydras_own_expansion(expr):
+    """The distribution holds exactly as many values as Hydra's expansion of the same range (range(0,0.9,step=0.3)
+    is 0, 0.3, 0.6 and 0.8999999999999999 there)."""
+    override = OverridesParser.create().parse_override(f"k={expr}")
+    hydra_values = list(override.sweep_iterator())
+    d = dist(expr)
+    if isinstance(d, IntDistribution):
+        values = list(range(d.low, d.high + 1, d.step))
+    else:
+        values = [d.low + i * d.step for i in range(round((d.high - d.low) / d.step) + 1)]
+    assert values == pytest.approx(hydra_values)
+
+
+@pytest.mark.parametrize("line", ["+model.max_depth=7", "++model.max_depth=7", "model.max_depth=7"])
+def test_an_added_or_forced_value_pins_the_key_too(line):
+    space = build(SPACE, [line])
+    assert "model.max_depth" not in space.distributions
+    assert space.pinned == {"model.max_depth": 7} and space.pinned_overrides == [line]

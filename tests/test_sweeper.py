@@ -11,14 +11,14 @@ import time
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, SMALL, assert_one_line_error, run_module
 from optuna.trial import TrialState
 
-from hydra_plugins.optuna_mlflow_sweeper._trial import FOREST_ATTR, TWIN_ATTR
+from src.cv_job import FOREST_ATTR, TWIN_ATTR
+from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers.stores import QUIET
 
 pytestmark = pytest.mark.slow
 
-QUIET = [*SMALL, "registry.enabled=false", "mlflow.log_plots=false", "hydra.sweeper.pruner=none"]
 
 
 def sweep(stores, *overrides, module="src.train", env=None):
@@ -32,10 +32,7 @@ def only_study(stores) -> optuna.Study:
 
 
 def runs(stores, purpose=None):
-    client = stores.client()
-    exp = client.get_experiment_by_name("creditcardfraud-sweep")
-    found = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in found if purpose is None or r.data.tags.get("run_purpose") == purpose]
+    return stores.runs(purpose)
 
 
 def results(stores) -> dict:
@@ -74,7 +71,7 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     res = results(stores)
     assert res["best_value"] == pytest.approx(best.value) and res["parent_run_id"] == parent.info.run_id
     assert res["best_params"] == best.params and res["study_name"] == study.study_name
-    assert res["storage"] == stores.storage and res["best_value_std"] > 0
+    assert res["storage"] == stores.storage and res["best_value_spread"] > 0
     assert "mlflow ui --backend-store-uri" in out.stderr
     assert sum("COMPLETE value" in line for line in out.stderr.splitlines()) == 4  # one progress line each
     # the first trial is the configured model (conf/model: unlimited depth, split 2, leaf 1), then the sampler's
@@ -171,7 +168,7 @@ def test_failures_and_nan_are_fail_and_failed_and_the_sweep_goes_on(stores):
 def test_failure_budget_stops_the_sweep_with_one_line(stores):
     out = sweep(stores, "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=2", module="tests.apps.flaky_app",
                 env={"FLAKY_RAISE_SHARE": "1"})
-    assert_one_line_error_or_progress(out, "failure budget spent: 2 trials")
+    assert_ends_in_one_line_error(out, "failure budget spent: 2 trials")
     study = only_study(stores)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     (parent,) = runs(stores, "hyperparameter_sweep")
@@ -179,20 +176,12 @@ def test_failure_budget_stops_the_sweep_with_one_line(stores):
     assert all(r.info.status == "FAILED" for r in runs(stores, "hyperparameter_tuning"))
 
 
-def assert_one_line_error_or_progress(out, fragment):
-    """A sweep's stderr holds progress lines before its error: the error itself is one line, last."""
-    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr
-    assert lines[-1].startswith("error: ") and fragment in lines[-1], lines[-1]
-
-
 def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
     # 20 trees, the first 5 of fold 1 scored: an impossible threshold prunes every trial at that first look.
     out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold", "model.n_estimators=20",
                 "evaluation.first_look_trees=5", "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}",
                 "registry.enabled=true")
-    assert_one_line_error_or_progress(out, "has no COMPLETE trial")
+    assert_ends_in_one_line_error(out, "has no COMPLETE trial")
     study = only_study(stores)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     assert all(t.intermediate_values == {0: pytest.approx(t.intermediate_values[0])} for t in study.trials)

@@ -3,9 +3,10 @@
 import json
 
 import pytest
-from conftest import ROOT, SMALL, run_module
 
 from src.synthetic import FEATURES
+from tests.helpers.cli import ROOT, run_module
+from tests.helpers.stores import SMALL
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ A plain value pins the parameter: it leaves the search space and every trial use
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,16 +37,14 @@ def _is_int(value: Any) -> bool:
 
 
 def range_values(start: float, stop: float, step: float) -> tuple[float, float, int]:
-    """(first, last, count) of Hydra's range(start, stop, step): like Python's range, ``stop`` excluded."""
+    """(first, last, count) of Hydra's range(start, stop, step), expanded by Hydra itself: ``stop`` excluded, and
+    float ranges stepped as Hydra steps them (range(0,0.9,step=0.3) has four values there)."""
     if step == 0:
         raise SearchSpaceError("range step must not be 0")
-    if all(_is_int(v) for v in (start, stop, step)):
-        values = range(int(start), int(stop), int(step))
-        return (values[0], values[-1], len(values)) if len(values) else (start, start, 0)
-    span = (stop - start) / step
-    count = max(0, math.ceil(span - 1e-9))
-    last = round(start + (count - 1) * step, 12)
-    return start, last, count
+    values = list(RangeSweep(start=start, stop=stop, step=step).range())
+    if not values:
+        return start, start, 0
+    return values[0], round(values[-1], 12), len(values)
 
 
 def to_distribution(key: str, override: Override) -> BaseDistribution:
@@ -98,6 +95,12 @@ def to_distribution(key: str, override: Override) -> BaseDistribution:
     raise SearchSpaceError(f"{key}: {override.input_line!r} is not a sweep (use choice, range or interval)")
 
 
+def key_of(override: Override) -> str:
+    """The config key an override sets, without its +/++/~ prefix (``+model.max_depth=7`` sets model.max_depth)."""
+    key = override.key_or_group
+    return f"{key}@{override.package}" if override.package else key
+
+
 def parse(lines: Iterable[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(list(lines))
@@ -113,9 +116,9 @@ def build(params: Mapping[str, str], command_line: Iterable[str]) -> SearchSpace
     space = SearchSpace()
     by_key: dict[str, Override] = {}
     for override in parse(f"{key}={expr}" for key, expr in params.items()):
-        by_key[override.get_key_element()] = override
+        by_key[key_of(override)] = override
     for override in parse(command_line):
-        key = override.get_key_element()
+        key = key_of(override)
         if override.is_sweep_override():
             by_key[key] = override
         else:

@@ -1,4 +1,8 @@
-"""The sweeper's settings (``hydra.sweeper.*``), registered as ``hydra/sweeper=optuna_mlflow``."""
+"""The sweeper's settings (``hydra.sweeper.*``), registered as ``hydra/sweeper=optuna_mlflow``.
+
+Everything a particular app decides (its objective, its run tags, what identifies its studies, its final stage) is a
+setting here with a neutral default; the app sets its own values in its config.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -7,11 +11,39 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
+class ObjectiveConf:
+    # The metric the task returns (its return value, or this key of the mapping it returns); also the name Optuna
+    # shows for the objective and the metric name of the trials' MLflow runs.
+    name: str = "objective"
+    direction: str = "maximize"  # or minimize
+    # A companion value the task returns (e.g. the spread over folds), printed as "value ± spread"; null = none.
+    spread: Optional[str] = None
+
+
+@dataclass
+class StudyIdentityConf:
+    # The derived study name is "<prefix>-<digest of the pinned config and the search space>".
+    prefix: str = "study"
+    # Config keys that do not change the objective (stores, output switches, cores): left out of the digest.
+    ignore: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FinalStageConf:
+    # After a complete study, one more job runs with the best trial's parameters (e.g. refit and test), claimed by
+    # exactly one worker, as a child run of the parent named run_name.
+    enabled: Any = False
+    run_name: str = "final"
+    purpose: str = "final_stage"  # its run_purpose tag
+    overrides: list[str] = field(default_factory=list)  # extra overrides for that job only
+
+
+@dataclass
 class OptunaMlflowSweeperConf:
     _target_: str = "hydra_plugins.optuna_mlflow_sweeper.optuna_mlflow_sweeper.OptunaMlflowSweeper"
 
-    # Default: derived from the data, split, evaluation, pinned values and search space, so that rerunning
-    # the same command continues the same study and a different objective never mixes into it.
+    # Default: derived from the pinned config and the search space (see identity), so that rerunning the same command
+    # continues the same study and a different objective never mixes into it.
     study_name: Optional[str] = None
     # Any Optuna RDB URL (sqlite:///..., postgresql://...). Default: a SQLite file under multirun_outputs/.
     storage: Optional[str] = None
@@ -24,23 +56,30 @@ class OptunaMlflowSweeperConf:
     # Null by default, so that a whole dict can be given: hydra.sweeper.sampler_options={n_startup_trials:5}
     sampler_options: Any = None
     seed: int = 0
-    # Enqueue the configured values (e.g. model.*) that lie in the search space as the new study's first trial:
-    # the sweep starts from what a single run does, so it never reports worse than that run.
+    # Enqueue the configured values that lie in the search space as the new study's first trial: the sweep starts
+    # from what a single run does, so it never reports worse than that run.
     start_from_config: bool = True
     # median | percentile | hyperband | successive_halving | threshold | none; arguments in pruner_options.
     pruner: str = "median"
     pruner_options: Any = None
-    # The sweep stops once the study holds this many FAIL trials (the cumulative failure budget).
+    # This invocation stops once this many of its own trials have failed (the failure budget).
     max_failures: int = 5
     # Trials launched together (one batch for the launcher). Default: hydra.launcher.n_jobs, else 1.
     n_jobs: Optional[int] = None
-    # Search space: key -> Hydra sweep expression. Filled by the search_space config group.
+    # Search space: key -> Hydra sweep expression.
     params: dict[str, str] = field(default_factory=dict)
-    # Where the parent and trial runs go: by default the task's own MLflow settings.
-    tracking_uri: str = "${mlflow.tracking_uri}"
-    experiment_name: str = "${mlflow.experiment_name}"
-    # Refit the best trial on the training split, test it and register it at the end of the study.
-    package: Any = "${registry.enabled}"
+    # Where the parent and trial runs go.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment_name: str = "optuna-sweep"
+    objective: ObjectiveConf = field(default_factory=ObjectiveConf)
+    # Values the task returns beside the objective that each progress line shows (e.g. fit_seconds).
+    progress_metrics: list[str] = field(default_factory=list)
+    # Tags on every run the sweeper creates (parent, trials, final stage).
+    run_tags: dict[str, str] = field(default_factory=dict)
+    identity: StudyIdentityConf = field(default_factory=StudyIdentityConf)
+    # The config node through which each job learns its study, trial and run (a job.JobContext in the app's schema).
+    job_context: str = "sweep"
+    final: FinalStageConf = field(default_factory=FinalStageConf)
     # A trial whose worker has not written a heartbeat for grace_period seconds is failed as stale.
     heartbeat_interval: int = 5
     grace_period: int = 20

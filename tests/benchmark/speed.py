@@ -84,7 +84,8 @@ def _composed(data_args: list[str], *overrides: str):
     from hydra import compose, initialize_config_dir
 
     from src.config import register_configs, validate
-    from src.data import load, split
+    from src.data import load
+    from src.split import split
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

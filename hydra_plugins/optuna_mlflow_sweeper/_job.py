@@ -1,0 +1,214 @@
+"""The job's side of the sweep (published by job.py: a task imports that module, never this one).
+
+The sweeper passes plain overrides to the jobs it launches (they may run in other processes or on other machines):
+``<job_context>.study_name``, ``.storage``, ``.trial_number``, ``.parent_run_id``, ``.run_id`` and ``.stage``, the
+fields of :class:`JobContext`, which the task's config schema includes under the node named by the sweeper's
+``job_context`` setting. A job finds its Optuna trial again through the shared storage (:class:`TrialLink`).
+
+The contract back is the task's return value: a number (the objective), or a mapping holding the objective under
+``objective.name`` and other values (numbers or short strings) that the sweeper keeps on the trial. A job that
+raises ``optuna.TrialPruned`` is PRUNED; any other exception fails the trial.
+
+Importing this module is cheap: optuna is imported only when a link is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    import optuna
+
+# Trial user attributes (names other tools may read).
+RUN_ATTR = "mlflow_run_id"  # the trial -> MLflow link
+FAIL_REASON_ATTR = "fail_reason"  # error | nan | interrupted | stale... | surplus
+ERROR_ATTR = "error"
+NOTE_ATTR = "sweeper.note"  # a job's note for its progress line, e.g. why it did not refit
+# Study user attributes.
+PARENT_ATTR = "mlflow_parent_run_id"
+PRUNER_ATTR = "sweeper.pruner"
+
+TRIAL, FINAL = "trial", "final"  # JobContext.stage
+
+
+@dataclass
+class JobContext:
+    """Set by the sweeper for each job it launches; empty in a single run."""
+
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    trial_number: Optional[int] = None
+    parent_run_id: Optional[str] = None
+    run_id: Optional[str] = None
+    stage: str = TRIAL  # "trial" (a trial of the study) or "final" (the final stage, after the study)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (TRIAL, FINAL):
+            raise ValueError(f"stage must be {TRIAL} or {FINAL}, got {self.stage!r}")
+
+    @property
+    def in_sweep(self) -> bool:
+        return self.trial_number is not None and bool(self.storage) and bool(self.study_name)
+
+
+@lru_cache(maxsize=4)
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+
+    # SQLite: wait for the sweeper's writes (heartbeats) instead of failing with "database is locked".
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+class TrialLink:
+    """A job's handle on its Optuna trial (``trial``, a plain ``optuna.Trial``): intermediate values for the pruner,
+    and notes for the sweeper's progress line."""
+
+    def __init__(self, context: JobContext) -> None:
+        import optuna
+
+        from ._factories import make_pruner
+
+        assert context.in_sweep, "a TrialLink needs the context the sweeper passes to its jobs"
+        storage = _storage(str(context.storage))
+        study_id = storage.get_study_id_from_name(str(context.study_name))
+        spec = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR, {})
+        study = optuna.load_study(study_name=context.study_name, storage=storage,
+                                  pruner=make_pruner(spec.get("name", "none"), spec.get("options", {})))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(context.trial_number or 0))
+        self.trial = optuna.Trial(study, trial_id)
+
+    def report(self, step: int, value: float, what: str = "") -> None:
+        """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
+        import optuna
+
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {what or f'step {step}'} (value so far {value:.4f})")
+
+    def note(self, text: str) -> None:
+        self.trial.set_user_attr(NOTE_ATTR, text)
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
+_SECRET_QUERY = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd|token|access_token|auth_token|secret|"
+                           r"api_key|apikey|key)=)[^&;#\s]*")
+
+
+def redact(url: str) -> str:
+    """A store URL safe to print, tag and write: the password (``user:pw@``), a bare token (``token@host``) and
+    secret query parameters (``?password=``, ``?token=``, ...) replaced by ***."""
+
+    def hide(match: re.Match) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    return _SECRET_QUERY.sub(r"\g<key>***", _USERINFO.sub(hide, str(url)))
+
+
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                "Read timed out", "RemoteDisconnected", "Connection aborted", "Connection reset")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The tracking server is gone (as opposed to a bad request, which is a bug to surface): a job may go on
+    without it, and the sweeper repairs its run from the study once the server is back."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, ConnectionError) or any(s in text for s in _UNREACHABLE)
+
+
+def is_integrity_race(exc: BaseException) -> bool:
+    """Another process inserted the same row first (a database's unique constraint): retrying finds it."""
+    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
+    return any(s in text for s in ("UniqueViolation", "IntegrityError", "UNIQUE constraint", "already exists",
+                                   "duplicate key"))
+
+
+
+class StoreError(ValueError):
+    """A tracking store that cannot take runs: the message names the key, the URI (redacted) and the fix."""
+
+
+def check_tracking_uri(uri: str, key: str = "mlflow.tracking_uri") -> None:
+    """Fail in one line, before any work, when runs could not be stored at ``uri``."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    shown = redact(uri)
+    if scheme == "sqlite":
+        db = uri.split("sqlite:///", 1)[-1] if uri.startswith("sqlite:///") else ""
+        if not db:
+            raise StoreError(f"{key}={shown}: write a SQLite store as sqlite:///path/to/mlflow.db")
+        folder = Path(db).parent if db != ":memory:" else Path(".")
+        if not folder.is_dir():
+            raise StoreError(f"{key}={shown}: folder {folder} does not exist (create it first)")
+        if not os.access(folder, os.W_OK):
+            raise StoreError(f"{key}={shown}: folder {folder} is not writable")
+    elif scheme in ("http", "https"):
+        # urllib takes no user:password@ in a URL (MLflow's client does): ask without it, as HTTP basic auth.
+        request = urllib.request.Request(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
+                                         .rstrip("/") + "/health")
+        if parsed.username is not None:
+            token = base64.b64encode(f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode())
+            request.add_header("Authorization", f"Basic {token.decode()}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = redact(str(getattr(exc, "reason", exc)))
+            raise StoreError(f"{key}={shown}: tracking server unreachable ({reason}); start it "
+                             f"(mlflow server --host 127.0.0.1 ...) or fix the URI") from None
+    elif scheme in ("postgresql", "mysql", "mssql", "databricks"):
+        pass
+    elif scheme in ("file", "") or len(scheme) == 1:  # bare paths, Windows drive letters
+        raise StoreError(f"{key}={shown}: file stores are not supported by MLflow 3 here; "
+                         f"use sqlite:///mlflow.db or an http:// tracking server")
+    else:
+        raise StoreError(f"{key}={shown}: unknown scheme {scheme!r}; use sqlite:///..., "
+                         f"http(s)://host:port or a database URL")
+
+
+def limit_http_retries() -> None:
+    """MLflow retries an unreachable server for about 4 minutes per call by default; notice an outage within about
+    half a minute instead (unless the user set these variables)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def artifact_location(tracking_uri: str) -> Optional[str]:
+    """Artifacts beside a SQLite store (MLflow would otherwise write ./mlruns wherever the process runs)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri.split("sqlite:///", 1)[1]).resolve().parent / "mlruns").as_uri()
+
+
+def open_experiment(tracking_uri: str, name: str, key: str = "mlflow.tracking_uri") -> str:
+    """The experiment's id, created if needed; several processes creating it at once all get the same one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first: use it
+                    raise
+                experiment = client.get_experiment_by_name(name)
+    except MlflowException as exc:
+        first = " ".join(str(exc.message).strip().splitlines()[0].split()) if str(exc.message).strip() else "?"
+        raise StoreError(f"{key}={redact(tracking_uri)}: {redact(first)}") from None
+    if experiment.lifecycle_stage == "deleted":
+        raise StoreError(f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
+                         f"--experiment-id {experiment.experiment_id}) or choose another experiment name")
+    return experiment.experiment_id

@@ -1,0 +1,139 @@
+"""The ask / launch / tell loop.
+
+Invariants (also with several workers on one study):
+- the study ends with exactly ``n_trials`` finished (COMPLETE or PRUNED) trials: a trial asked for when the trials
+  before it already fill the study is dropped as surplus (trial numbers are assigned atomically by the storage);
+- this invocation stops when ``max_failures`` of its own trials failed (earlier invocations' failures are history,
+  not a reason to refuse a rerun after the cause was fixed);
+- a timeout stops new trials, never the first one (as Optuna's timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from . import _search_space
+from ._errors import SweeperError, TrackingDown, describe
+from ._factories import make_sampler
+from ._heartbeat import TrialHeartbeat
+from ._repair import repair
+from ._report import FINISHED, say
+from ._runs import TRIAL
+from ._state import Launched, SweepState
+from ._tell import tell, tell_failed
+from ._worker import WORKER_ATTR
+from .job import FAIL_REASON_ATTR, RUN_ATTR
+
+COUNTED_FAILURES = ("error", "nan")  # what spends the failure budget (not stale, interrupted or surplus trials)
+
+
+def batch_size(settings_jobs: Optional[int], config: DictConfig) -> int:
+    if settings_jobs:
+        return max(1, int(settings_jobs))
+    launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if isinstance(launcher_jobs, int) and launcher_jobs != 0:
+        return launcher_jobs if launcher_jobs > 0 else (os.cpu_count() or 1)
+    return 1
+
+
+def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) -> str:
+    """Trials until the study is complete ("complete") or the timeout ("timeout"); raises on a spent budget."""
+    s = state.settings
+    launched = False
+    while True:
+        trials = state.study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if finished >= s.n_trials and running == 0:
+            return "complete"
+        failures = [t for t in trials if t.state == TrialState.FAIL and state.worker.owns(
+            t.system_attrs.get(WORKER_ATTR)) and t.user_attrs.get(FAIL_REASON_ATTR) in COUNTED_FAILURES]
+        if len(failures) >= s.max_failures:
+            last = failures[-1].user_attrs.get("error", "see the trials' error tags")
+            raise SweeperError(f"failure budget spent: {len(failures)} trials of study {state.study.study_name!r} "
+                               f"failed in this run (last: {last}); fix the cause and rerun, or raise "
+                               f"hydra.sweeper.max_failures")
+        if launched and s.timeout is not None and time.monotonic() - state.started >= s.timeout:
+            say(f"timeout of {s.timeout:g} s reached: {finished}/{s.n_trials} trials finished; rerun the same "
+                f"command to continue")
+            return "timeout"
+        room = s.n_trials - finished - running
+        if room <= 0:  # the rest run in other workers: wait for them to end (or to go stale)
+            time.sleep(s.heartbeat_interval)
+            repair(state)
+            continue
+        batch = [b for b in (ask(state, heartbeat) for _ in range(min(size, room))) if b]
+        if batch:
+            run_batch(state, launcher, heartbeat, batch)
+            launched = True
+
+
+def _reseed(state: SweepState, n_existing: int, others_running: bool) -> None:
+    # Seeded per position in the study: a resumed study does not replay its first proposals (optuna#3255);
+    # concurrent workers add their own entropy so they do not propose the same point.
+    seed = state.settings.seed + n_existing + (state.worker.seed_entropy() if others_running else 0)
+    state.study.sampler = make_sampler(state.settings.sampler, state.settings.sampler_options or {},
+                                       seed % (2**32))
+
+
+def ask(state: SweepState, heartbeat: TrialHeartbeat) -> Optional[Launched]:
+    trials = state.study.get_trials(deepcopy=False)
+    _reseed(state, len(trials), any(t.state == TrialState.RUNNING for t in trials))
+    trial = state.study.ask(dict(state.space.distributions))
+    trial_id = state.trial_id(trial.number)
+    heartbeat.add(trial_id)
+    state.storage.set_trial_system_attr(trial_id, WORKER_ATTR, state.worker.as_attr())
+    # Exactly n_trials: if the trials before this one already fill the study, this one is surplus.
+    earlier = [t for t in state.study.get_trials(deepcopy=False)
+               if t.number < trial.number and t.state != TrialState.FAIL]
+    if len(earlier) >= state.settings.n_trials:
+        trial.set_user_attr(FAIL_REASON_ATTR, "surplus")
+        state.study.tell(trial, state=TrialState.FAIL)
+        heartbeat.discard(trial_id)
+        return None
+    run_id = state.runs.create_child(f"trial-{trial.number:03d}", TRIAL, state.study.study_name, trial.number)
+    trial.set_user_attr(RUN_ATTR, run_id)
+    return Launched(trial, trial.number, trial_id, run_id, dict(trial.params))
+
+
+def job_overrides(state: SweepState, item: Launched, stage: str) -> list[str]:
+    """What a job is given: the pinned values, its parameters, and its context (see job.JobContext)."""
+    node = state.settings.job_context
+    fmt = _search_space.format_value
+    return [
+        *state.space.pinned_overrides,
+        *_search_space.to_overrides(item.params),
+        f"{node}.study_name={fmt(state.study.study_name)}",
+        f"{node}.storage={fmt(state.storage_url)}",
+        f"{node}.trial_number={item.number}",
+        f"{node}.parent_run_id={state.runs.parent_id}",
+        f"{node}.run_id={item.run_id}",
+        f"{node}.stage={stage}",
+    ]
+
+
+def run_batch(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, batch: list[Launched]) -> None:
+    overrides = [job_overrides(state, item, "trial") for item in batch]
+    try:
+        returns = launcher.launch(overrides, initial_job_idx=batch[0].number)
+    except BaseException as exc:
+        for item in batch:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            tell_failed(state, item, reason, describe(exc), "KILLED")
+            heartbeat.discard(item.trial_id)
+        raise
+    down: Optional[TrackingDown] = None
+    for item, ret in zip(batch, returns, strict=True):
+        try:
+            tell(state, item, ret)  # Optuna first, then MLflow
+        except TrackingDown as exc:
+            down = down or exc  # the other trials of the batch are still told to Optuna
+            state.runs.down = True
+        heartbeat.discard(item.trial_id)
+    if down is not None:
+        raise down

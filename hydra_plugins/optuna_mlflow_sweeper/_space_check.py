@@ -1,0 +1,79 @@
+"""The search space, built from the settings and the command line, and checked before any trial runs.
+
+Every extreme of every distribution is put into the composed config and the task's structured schema instantiated
+(its ``__post_init__`` checks run), so that a value the task would reject fails the sweep in one line before any
+store is written, instead of failing trial after trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from . import _search_space
+from ._errors import SweeperError, one_line
+
+_ABSENT = object()
+
+
+def build(params: dict[str, str], arguments: list[str], reserved: str) -> _search_space.SearchSpace:
+    try:
+        space = _search_space.build(params, arguments)
+    except _search_space.SearchSpaceError as exc:
+        raise SweeperError(f"search space: {exc}") from None
+    own = [k for k in [*space.distributions, *space.pinned] if k == reserved or k.startswith(f"{reserved}.")]
+    if own:
+        raise SweeperError(f"{own[0]} is set by the sweeper for each job, not on the command line")
+    if not space.distributions:
+        raise SweeperError("the search space is empty: set hydra.sweeper.params or give sweep expressions such as "
+                           "model.max_depth=range(4,31)")
+    return space
+
+
+def task_part(cfg: DictConfig) -> DictConfig:
+    """The job's own config, without Hydra's node (which only resolves inside a running job)."""
+    task = cfg.copy()
+    with read_write(task), open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def _check_schema(cfg: DictConfig, what: str) -> None:
+    """Instantiate the task config's structured schema: its range checks run here."""
+    try:
+        OmegaConf.to_object(task_part(cfg))
+    except Exception as exc:
+        raise SweeperError(f"{what}: {' '.join(str(exc).split())}") from None
+
+
+def _extremes(dist: BaseDistribution) -> list[Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]  # type: ignore[attr-defined]
+
+
+def pinned_config(config_loader: Any, config: DictConfig, space: _search_space.SearchSpace) -> DictConfig:
+    """Compose the config with the pinned values, and check it and the search space's extremes against the schema."""
+    try:
+        base = config_loader.load_sweep_config(config, list(space.pinned_overrides))
+    except HydraException as exc:
+        cause = f" - {exc.__cause__}" if exc.__cause__ else ""
+        raise SweeperError(" ".join(f"{exc}{cause}".split())) from None
+    _check_schema(base, "the pinned values")
+    for key, dist in space.distributions.items():
+        if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+            raise SweeperError(f"search space: {key} is not a key of the config (check the spelling)")
+        if OmegaConf.is_config(OmegaConf.select(base, key)):
+            raise SweeperError(f"search space: {key} is a config group or section, not a single value")
+        for value in _extremes(dist):
+            probe = base.copy()
+            try:
+                with read_write(probe):
+                    OmegaConf.update(probe, key, value, merge=False)
+            except Exception as exc:
+                raise SweeperError(f"search space: {key}={value!r} does not fit the config: {one_line(exc)}") from None
+            _check_schema(probe, f"search space value {key}={value!r}")
+    return base

@@ -1,0 +1,44 @@
+"""What one invocation of the sweeper works with, passed explicitly from step to step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ._runs import Runs
+from ._search_space import SearchSpace
+from ._worker import Worker
+from .config import OptunaMlflowSweeperConf
+
+RETURNED_ATTR = "sweeper.returned"  # trial user attribute: the names of the values its task returned
+
+
+@dataclass
+class Launched:
+    """A trial in flight: its Optuna handle (a Trial, or the FrozenTrial of the final stage) and its MLflow run."""
+
+    trial: Any
+    number: int
+    trial_id: int
+    run_id: str
+    params: dict[str, Any]
+
+
+@dataclass
+class SweepState:
+    settings: OptunaMlflowSweeperConf
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    storage_url: str
+    study_id: int
+    runs: Runs
+    space: SearchSpace
+    worker: Worker
+    started: float  # time.monotonic() when this invocation started its loop
+    out_dir: Path  # the sweep folder (results file, job outputs)
+
+    def trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)

@@ -1,0 +1,83 @@
+"""Telling Optuna how a job ended (first), then MLflow.
+
+A job's return value is the contract: a number is the objective; a mapping holds the objective under
+``objective.name`` and other values, which are kept on the trial (numbers, booleans, short strings). A job that
+raised ``optuna.TrialPruned`` is PRUNED (its run KILLED); any other exception, or a value that is not a finite
+number, fails the trial (its run FAILED) with the reason recorded on both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from optuna.trial import TrialState
+
+from ._errors import describe
+from ._report import progress
+from ._state import RETURNED_ATTR, Launched, SweepState
+from .job import ERROR_ATTR, FAIL_REASON_ATTR
+
+
+def outcome(ret: JobReturn) -> tuple[Any, Optional[BaseException]]:
+    """(return value, None) for a job that completed, (None, its exception) for one that raised."""
+    if ret.status == JobStatus.COMPLETED:
+        return ret.return_value, None
+    try:
+        ret.return_value  # noqa: B018  (Hydra's public accessor re-raises the job's exception)
+    except BaseException as exc:
+        return None, exc
+    return None, RuntimeError(f"the job ended with status {ret.status}")
+
+
+def kept(returned: Any, leave_out: str = "") -> dict[str, Any]:
+    """What of a job's returned mapping is kept: numbers, booleans and short strings (pure)."""
+    if not isinstance(returned, dict):
+        return {}
+    return {str(k): v for k, v in returned.items() if k != leave_out and (
+        isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) < 2000))}
+
+
+def objective_of(returned: Any, name: str) -> tuple[float, dict[str, Any]]:
+    """The objective and the other values a job returned (pure)."""
+    others = kept(returned, leave_out=name)
+    if isinstance(returned, dict):
+        returned = returned.get(name)
+    try:
+        return float(returned), others
+    except (TypeError, ValueError):
+        return float("nan"), others
+
+
+def tell(state: SweepState, item: Launched, ret: JobReturn) -> None:
+    returned, exc = outcome(ret)
+    if exc is None:
+        name = state.settings.objective.name
+        value, others = objective_of(returned, name)
+        if not math.isfinite(value):
+            tell_failed(state, item, "nan", f"the objective {name} is {value!r}, not a number")
+            return
+        for key, extra in others.items():
+            state.storage.set_trial_user_attr(item.trial_id, key, extra)
+        if others:
+            state.storage.set_trial_user_attr(item.trial_id, RETURNED_ATTR, sorted(others))
+        state.study.tell(item.trial, value)
+        state.runs.end(item.run_id, "FINISHED", {"optuna.trial_state": "COMPLETE"})
+        progress(state, item.number, "COMPLETE", value)
+        return
+    if isinstance(exc, optuna.TrialPruned):
+        state.study.tell(item.trial, state=TrialState.PRUNED)
+        state.runs.end(item.run_id, "KILLED", {"optuna.trial_state": "PRUNED"})
+        progress(state, item.number, "PRUNED", None, str(exc))
+        return
+    tell_failed(state, item, "error", describe(exc))
+
+
+def tell_failed(state: SweepState, item: Launched, reason: str, error: str, run_status: str = "FAILED") -> None:
+    state.storage.set_trial_user_attr(item.trial_id, FAIL_REASON_ATTR, reason)
+    state.storage.set_trial_user_attr(item.trial_id, ERROR_ATTR, error[:2000])
+    state.study.tell(item.number, state=TrialState.FAIL, skip_if_finished=True)
+    state.runs.end(item.run_id, run_status, {"optuna.trial_state": "FAIL", ERROR_ATTR: error[:5000]})
+    progress(state, item.number, "FAIL", None, error)

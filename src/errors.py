@@ -1,0 +1,27 @@
+"""Expected errors, and the one way an error is shown to a person: one line, secrets redacted."""
+
+from __future__ import annotations
+
+from hydra_plugins.optuna_mlflow_sweeper.job import redact
+
+
+class UserError(Exception):
+    """An expected problem with the user's input: reported as one line, never as a traceback."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line: whitespace collapsed, a library's own cause appended (its first line), any
+    URL's secrets redacted. Hydra's "missing config" lists the choices instead."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group} '{name}': choose one of {', '.join(exc.options)} (e.g. {group}={exc.options[0]})"
+    message = str(exc).strip()
+    if hasattr(exc, "error_code"):  # MLflow's messages may carry a server's whole response: its first line says it
+        message = message.splitlines()[0] if message else ""
+    text = " ".join(message.split()) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and not isinstance(exc, UserError) and str(cause).strip():
+        text += " - " + " ".join(str(cause).strip().splitlines()[0].split())
+    return redact(text)

@@ -1,0 +1,126 @@
+"""The sweep's final stage: refit the best trial on the whole training split, test it once on the held-out split,
+log the model (signature, input example) and register it through the gate (src.gate).
+
+Only the sweeper launches this job (``sweep.stage=final``), once per study and best trial.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from hydra_plugins.optuna_mlflow_sweeper.job import redact
+from src import gate, tracking
+from src.config import Config
+from src.data import Dataset, load
+from src.evaluation import fit_and_test, plots
+from src.model import build_model
+from src.split import Split, split
+
+MODEL_NAME_IN_RUN = "fraud_model"
+
+
+def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
+    """Refit, test once, log, register and gate the model; returns the test score and the registry's answer."""
+    data = load(cfg.dataset)
+    parts = split(data, cfg.split, cfg.evaluation)
+    experiment_id = tracking.connect(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    if cfg.registry.enabled:
+        gate.check_registry(client, cfg.registry.model_name)
+    returned: dict[str, Any] = {}
+    with tracking.tracked_run(cfg, experiment_id, "best_model_packaged", tracking.RunLogger(
+            cfg.mlflow.tracking_uri)) as active:
+        if active is None:
+            raise tracking.TrackingUnavailable(f"the tracking server at {redact(cfg.mlflow.tracking_uri)} "
+                                               f"does not answer: nothing was packaged")
+        mlflow.log_params(tracking.run_params(cfg, data))
+        mlflow.set_tags(tracking.run_tags(cfg, data, "model_packaging"))
+        tracking.log_dataset(data, context="training")
+        mlflow.log_dict(tracking.loggable_config(raw_cfg), "config/config.yaml")
+        fitted, test = fit_and_test(build_model(cfg.model), data, parts, cfg.evaluation.bootstrap_samples,
+                                    seed=cfg.split.seed)
+        returned.update(test_pr_auc=test.pr_auc, test_pr_auc_ci_low=test.pr_auc_ci_low,
+                        test_pr_auc_ci_high=test.pr_auc_ci_high, test_roc_auc=test.roc_auc)
+        mlflow.log_metrics({**returned, "fit_seconds": test.fit_seconds})
+        figures = plots(data.y[parts.test], test.proba, cfg.evaluation.threshold, "held-out test split")
+        tracking.log_figures(figures, folder="test_plots")
+        print(f"test_pr_auc = {test.pr_auc:.4f} (95% bootstrap interval {test.pr_auc_ci_low:.4f} to "
+              f"{test.pr_auc_ci_high:.4f}), test_roc_auc = {test.roc_auc:.4f}, on {len(parts.test)} held-out "
+              f"rows with {int(data.y[parts.test].sum())} frauds", file=sys.stderr)
+        if not cfg.registry.enabled:
+            return returned
+        existing = _registered_for_this_trial(client, cfg)
+        if existing is not None:  # an interrupted packaging of the same trial got as far as registering
+            version, promoted = _complete_aliases(client, cfg.registry.model_name, existing)
+            tags = {"registration": "reused the version an interrupted packaging run registered"}
+        else:
+            example = gate.features_frame(data.X[_example_rows(data, parts)])
+            info = mlflow.sklearn.log_model(
+                fitted,
+                name=MODEL_NAME_IN_RUN,
+                serialization_format="skops",
+                skops_trusted_types=gate.TRUSTED_TYPES,
+                signature=mlflow.models.infer_signature(example, fitted.predict_proba(example)),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                pip_requirements=_requirements(),
+            )
+            decision = gate.decide(client, cfg, data, parts, test.proba)
+            version = gate.register(client, cfg, data, info.model_uri, active.info.run_id, test, decision)
+            promoted, tags = decision.promote, {}
+        returned.update(registered_model_name=cfg.registry.model_name, registered_model_version=version,
+                        promotion_decision="promoted" if promoted else "kept_champion")
+        mlflow.set_tags({**{k: str(v) for k, v in returned.items() if k.startswith(("registered", "promotion"))},
+                         **tags})
+    return returned
+
+
+def _registered_for_this_trial(client: MlflowClient, cfg: Config) -> Any:
+    """The version already registered for this study's trial, if a packaging job died after registering it."""
+    if not cfg.sweep.study_name or cfg.sweep.trial_number is None:
+        return None
+    query = (f"name = '{cfg.registry.model_name}' and tags.`optuna.study_name` = '{cfg.sweep.study_name}' "
+             f"and tags.`optuna.trial_number` = '{cfg.sweep.trial_number}'")
+    try:
+        found = client.search_model_versions(query)
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _complete_aliases(client: MlflowClient, name: str, mv: Any) -> tuple[str, bool]:
+    """Finish what the interrupted job started: the aliases its recorded decision called for."""
+    version, promoted = str(mv.version), mv.tags.get("decision") == "promoted"
+    newer = [v for v in client.search_model_versions(f"name = '{name}'") if int(v.version) > int(version)]
+    if not newer:
+        client.set_registered_model_alias(name, gate.CHALLENGER, version)
+        champion = gate.alias_version(client, name, gate.CHAMPION)
+        compared = mv.tags.get("compared_with_version") or None
+        current = str(champion.version) if champion is not None else None
+        if promoted and current != version and current == compared:
+            client.set_registered_model_alias(name, gate.CHAMPION, version)
+    print(f"{name} version {version} was already registered for this trial: reused ({mv.tags.get('decision')})",
+          file=sys.stderr)
+    return version, promoted
+
+
+def _requirements() -> list[str]:
+    """Pinned to what trained the model (MLflow's inference would run the model in a subprocess to guess)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")]
+
+
+def _example_rows(data: Dataset, parts: Split) -> np.ndarray:
+    """Five training rows, one of them a fraud, so the example shows both kinds of output."""
+    train_y = data.y[parts.train]
+    fraud = parts.train[np.flatnonzero(train_y == 1)[:1]]
+    legit = parts.train[np.flatnonzero(train_y == 0)[:4]]
+    return np.concatenate([legit, fraud])

@@ -1,0 +1,1 @@
+"""Helpers for the tests: running the command line, temporary stores, real servers, a fault-injecting proxy."""
