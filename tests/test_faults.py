@@ -15,9 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.helpers.cli import ROOT, assert_one_line_error, run_module
+from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers.proxy import FaultProxy
 from tests.helpers.servers import MlflowServer, free_port
-from tests.helpers.stores import SMALL
+from tests.helpers.stores import QUIET, SMALL
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +28,10 @@ N_TRIALS = 4
 def sweep_args(stores, *extra):
     return ["--multirun", *SMALL, *stores.overrides(), "model.n_estimators=30", "hydra.sweeper.pruner=none",
             f"hydra.sweeper.n_trials={N_TRIALS}", "hydra.sweeper.study_name=faults", *extra]
+
+
+def quiet_sweep(stores, *overrides):
+    return run_module("src.train", "--multirun", *QUIET, *stores.overrides(), *overrides)
 
 
 def trials(stores, study="faults"):
@@ -166,5 +171,53 @@ def test_tracking_server_gone_mid_sweep_loses_nothing(stores, tmp_path):
             run = by_id[t.user_attrs["mlflow_run_id"]]
             assert run.info.status == "FINISHED" and run.data.metrics["val_pr_auc"] == pytest.approx(t.value)
         assert not [r for r in by_id.values() if r.info.status == "RUNNING"]
+    finally:
+        server.stop()
+
+
+def test_late_resume_keeps_a_finished_trial_whose_worker_died(stores):
+    common = ["hydra.sweeper.study_name=late", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
+    first = quiet_sweep(stores, "hydra.sweeper.n_trials=1", *common)
+    assert first.returncode == 0, first.stderr
+    # A worker that died after its trial's job finished and before telling Optuna, long ago: its run is FINISHED
+    # with the objective, its trial RUNNING with a heartbeat older than the grace period.
+    study = optuna.load_study(study_name="late", storage=stores.storage)
+    client = stores.client()
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    run = client.create_run(exp.experiment_id, run_name="trial-001", tags={
+        "mlflow.parentRunId": parent_id, "optuna.study_name": "late", "optuna.trial_number": "1",
+        "run_purpose": "hyperparameter_tuning"})
+    client.log_metric(run.info.run_id, "val_pr_auc", 0.4321)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    storage = optuna.storages.RDBStorage(stores.storage, heartbeat_interval=1, grace_period=2)
+    trial_id = storage.create_new_trial(study._study_id)
+    storage.set_trial_user_attr(trial_id, "mlflow_run_id", run.info.run_id)
+    storage.set_trial_system_attr(trial_id, "sweeper.worker", {"host": os.uname().nodename, "pid": 2**22 + 7,
+                                                                "invocation": "dead"})
+    storage.record_heartbeat(trial_id)
+    storage.remove_session()
+    time.sleep(3)  # older than the grace period
+    second = quiet_sweep(stores, "hydra.sweeper.n_trials=2", *common)
+    assert second.returncode == 0, second.stderr
+    trial = optuna.load_study(study_name="late", storage=stores.storage).trials[1]
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.4321)
+
+
+def test_a_transient_tracking_error_never_makes_a_second_parent(stores, tmp_path):
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        with FaultProxy(server.uri) as proxy:
+            args = ["hydra.sweeper.study_name=oneparent", f"mlflow.tracking_uri={proxy.uri}"]
+            first = quiet_sweep(stores, "hydra.sweeper.n_trials=1", *args)
+            assert first.returncode == 0, first.stderr
+            proxy.fail("/runs/get", status=403, body={"error_code": "PERMISSION_DENIED", "message": "try later"},
+                       times=1)
+            second = quiet_sweep(stores, "hydra.sweeper.n_trials=2", *args)
+            assert_ends_in_one_line_error(second, "cannot read the parent run")
+        client = MlflowClient(server.uri)
+        exp = client.get_experiment_by_name("creditcardfraud-sweep")
+        parents = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_sweep'")
+        assert len(parents) == 1
     finally:
         server.stop()

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 import yaml
 
@@ -196,3 +197,22 @@ def test_champion_is_served_over_rest(registry):
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+
+
+def test_packaging_leaves_only_the_users_studies(registry):
+    stores, _, _ = registry  # the final stage's claim markers are removed once it is done
+    names = optuna.get_all_study_names(stores.storage)
+    assert len(names) == 2 and not [n for n in names if "::" in n]
+
+
+def test_packaged_plots_keep_the_default_style(registry, tmp_path):
+    """Optuna's plots (drawn just before, in the same process) switch matplotlib to ggplot: not for these."""
+    import matplotlib.image
+
+    stores, _, _ = registry
+    client = stores.client()
+    res = yaml.safe_load((stores.root / "sweep1" / "optimization_results.yaml").read_text())
+    path = client.download_artifacts(res["final_run_id"], "test_plots/precision_recall_curve.png", str(tmp_path))
+    pixels = (matplotlib.image.imread(path)[..., :3] * 255).round()
+    ggplot_grey = ((pixels == 229).all(axis=-1)).mean()  # ggplot's axes background, #E5E5E5
+    assert ggplot_grey < 0.01, f"{ggplot_grey:.0%} of the figure is ggplot's grey"

@@ -311,3 +311,30 @@ def test_other_samplers_run_a_study(stores, sampler):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     (parent,) = runs(stores, "hyperparameter_sweep")
     assert parent.data.tags["optuna.sampler"].startswith(sampler)
+
+
+def test_force_add_pins_the_key(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=2", "++model.max_depth=7", "hydra.sweeper.study_name=pin")
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="pin", storage=stores.storage)
+    assert all("model.max_depth" not in t.params and "++model.max_depth" not in t.params for t in study.trials)
+    client = stores.client()
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    trial_runs = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_tuning'")
+    assert {r.data.params["max_depth"] for r in trial_runs} == {"7"}
+
+
+def test_failure_budget_counts_this_invocation_only(stores):
+    common = ["hydra.sweeper.n_trials=2", "hydra.sweeper.max_failures=2", "hydra.sweeper.study_name=budget"]
+    first = sweep(stores, *common, module="tests.apps.flaky_app", env={"FLAKY_RAISE_SHARE": "1"})
+    assert first.returncode == 2 and "failure budget spent" in first.stderr
+    fixed = sweep(stores, *common, module="tests.apps.flaky_app")  # the cause fixed: the rerun goes on
+    assert fixed.returncode == 0, fixed.stderr
+    study = optuna.load_study(study_name="budget", storage=stores.storage)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_objective_is_named_in_the_study(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=named")
+    assert out.returncode == 0, out.stderr
+    assert optuna.load_study(study_name="named", storage=stores.storage).metric_names == ["val_pr_auc"]

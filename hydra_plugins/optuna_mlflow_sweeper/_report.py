@@ -143,7 +143,7 @@ def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
             continue
         value = t.value if t.state == TrialState.COMPLETE else None
         lines.append(f"{t.number:>5}  {t.state.name:8}  {with_spread(value, _spread(state, t)):>16}  "
-                     + "  ".join(f"{str(t.params.get(k, '-')):>17}" for k in keys))
+                     + "  ".join(f"{_param(t.params.get(k, '-')):>17}" for k in keys))
     best = best_of(trials, s.objective.direction)
     summary = (f"best: trial {best.number}, {s.objective.name} {with_spread(best.value, _spread(state, best))}"
                if best else "no trial completed")
@@ -152,6 +152,10 @@ def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
     say("\n".join(["", f"study {state.study.study_name} ({redact(state.storage_url)})", *lines, summary,
                    f"results: {state.out_dir / RESULTS_FILE}",
                    f"open the runs: {how_to_open(s.tracking_uri)}  (parent run {state.runs.parent_id})"]))
+
+
+def _param(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def log_plots(state: SweepState) -> None:

@@ -8,6 +8,8 @@ number, fails the trial (its run FAILED) with the reason recorded on both.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from typing import Any, Optional
 
@@ -26,7 +28,10 @@ def outcome(ret: JobReturn) -> tuple[Any, Optional[BaseException]]:
     if ret.status == JobStatus.COMPLETED:
         return ret.return_value, None
     try:
-        ret.return_value  # noqa: B018  (Hydra's public accessor re-raises the job's exception)
+        # Hydra's public accessor re-raises the job's exception, after printing the job's overrides to stderr
+        # (secrets in URLs included): the sweeper reports the failure itself, in one redacted line.
+        with contextlib.redirect_stderr(io.StringIO()):
+            ret.return_value  # noqa: B018
     except BaseException as exc:
         return None, exc
     return None, RuntimeError(f"the job ended with status {ret.status}")

@@ -1,0 +1,169 @@
+"""The plugin's steps in-process against a temporary SQLite storage and MLflow store: storage opening, study
+naming, crash repair, the final-stage claim and the heartbeat."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.optuna_mlflow_sweeper import _claim, _study
+from hydra_plugins.optuna_mlflow_sweeper._errors import SweeperError
+from hydra_plugins.optuna_mlflow_sweeper._heartbeat import Periodic
+from hydra_plugins.optuna_mlflow_sweeper._repair import repair
+from hydra_plugins.optuna_mlflow_sweeper._runs import GuardedClient, Runs
+from hydra_plugins.optuna_mlflow_sweeper._search_space import SearchSpace
+from hydra_plugins.optuna_mlflow_sweeper._state import SweepState
+from hydra_plugins.optuna_mlflow_sweeper._worker import WORKER_ATTR, Worker
+from hydra_plugins.optuna_mlflow_sweeper.config import ObjectiveConf, OptunaMlflowSweeperConf
+from hydra_plugins.optuna_mlflow_sweeper.job import RUN_ATTR, open_experiment
+
+DEAD = {"host": os.uname().nodename, "pid": 2**22 + 11, "invocation": "long-gone"}  # no such process
+
+
+def test_a_relative_sqlite_storage_is_made_absolute_and_the_default_lives_in_multirun_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _study.storage_url("sqlite:///o.db") == f"sqlite:///{tmp_path / 'o.db'}"
+    assert _study.storage_url("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
+    assert _study.storage_url(None) == f"sqlite:///{tmp_path / 'multirun_outputs' / 'optuna.db'}"
+    assert _study.storage_url("postgresql://u:p@h/db") == "postgresql://u:p@h/db"
+
+
+def test_a_storage_in_a_missing_folder_is_one_line_and_no_password_is_shown(tmp_path):
+    with pytest.raises(SweeperError, match="folder .* does not exist"):
+        _study.open_storage(f"sqlite:///{tmp_path}/nope/o.db", 5, 20)
+    with pytest.raises(SweeperError) as info:
+        _study.open_storage("postgresql://me:s3cret@127.0.0.1:9/o", 5, 20)
+    assert "s3cret" not in str(info.value) and "me:***@" in str(info.value)
+
+
+def test_two_threads_opening_one_fresh_sqlite_storage_both_succeed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    errors, barrier = [], threading.Barrier(4)
+
+    def open_it():
+        barrier.wait()
+        try:
+            _study.open_storage(url, 5, 20)
+        except Exception as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+SPACE = {"model.max_depth": IntDistribution(2, 8)}
+
+
+@pytest.mark.parametrize("change, same", [
+    ({"mlflow": {"tracking_uri": "sqlite:///other.db"}}, True),  # ignored: stores do not change the objective
+    ({"model": {"n_jobs": 8, "max_depth": 3}}, True),  # cores are ignored, and a swept key's configured value too
+    ({"split": {"seed": 7}}, False),
+    ({"model": {"n_estimators": 50}}, False),
+])
+def test_the_derived_name_changes_exactly_when_the_objective_could(change, same):
+    base = {"model": {"n_estimators": 100, "max_depth": 5, "n_jobs": 1}, "split": {"seed": 42},
+            "mlflow": {"tracking_uri": "sqlite:///m.db"}}
+    merged = {k: {**base.get(k, {}), **change.get(k, {})} for k in {*base, *change}}
+    ignore = ["mlflow", "model.n_jobs"]
+    first = _study.derived_name("rf", base, SPACE, ignore)
+    assert first.startswith("rf-") and len(first) == len("rf-") + 8
+    assert (_study.derived_name("rf", merged, SPACE, ignore) == first) is same
+    assert _study.derived_name("rf", base, {"model.max_depth": IntDistribution(2, 9)}, ignore) != first
+
+
+def test_a_study_is_created_once_and_refused_for_another_direction_or_objective(tmp_path):
+    storage = _study.open_storage(f"sqlite:///{tmp_path / 'o.db'}", 5, 20)
+    study, created = _study.open_study("s", storage, "maximize", "auc")
+    assert created and study.metric_names == ["auc"]
+    again, created = _study.open_study("s", storage, "maximize", "auc")
+    assert not created and again._study_id == study._study_id
+    with pytest.raises(SweeperError, match="maximizes its objective"):
+        _study.open_study("s", storage, "minimize", "auc")
+    with pytest.raises(SweeperError, match="records the objective 'auc', this sweep's is 'loss'"):
+        _study.open_study("s", storage, "maximize", "loss")
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A sweep's state on fresh stores: a study with a parent run, ready for repair."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = _study.open_storage(url, 1, 2)
+    study, _ = _study.open_study("repair", storage, "maximize", "auc")
+    client = GuardedClient(uri)
+    experiment = open_experiment(uri, "units")
+    parent = client.create_run(experiment, run_name="repair").info.run_id
+    settings = OptunaMlflowSweeperConf(objective=ObjectiveConf(name="auc", spread="auc_std"), grace_period=2,
+                                       heartbeat_interval=1)
+    return SweepState(settings, study, storage, url, study._study_id, Runs(client, experiment, parent), SearchSpace(),
+                      Worker(), time.monotonic(), tmp_path / "sweep")
+
+
+def _running_trial(state, worker, run_status=None, metrics=None):
+    trial_id = state.storage.create_new_trial(state.study_id)
+    number = state.storage.get_trial_number_from_id(trial_id)
+    state.storage.set_trial_system_attr(trial_id, WORKER_ATTR, worker)
+    run_id = state.runs.create_child(f"trial-{number}", "hyperparameter_tuning", "repair", number)
+    state.storage.set_trial_user_attr(trial_id, RUN_ATTR, run_id)
+    for key, value in (metrics or {}).items():
+        state.runs.client.log_metric(run_id, key, value)
+    if run_status:
+        state.runs.client.set_terminated(run_id, run_status)
+    state.storage.record_heartbeat(trial_id)
+    return number, run_id
+
+
+def test_repair_keeps_the_result_of_a_dead_workers_finished_trial_even_after_the_grace_period(state):
+    kept, _ = _running_trial(state, DEAD, "FINISHED", {"auc": 0.75, "auc_std": 0.02})
+    lost, lost_run = _running_trial(state, DEAD)
+    time.sleep(2.5)  # both heartbeats are now older than the grace period
+    repair(state)
+    trials = {t.number: t for t in state.study.get_trials()}
+    assert trials[kept].state == TrialState.COMPLETE and trials[kept].value == 0.75
+    assert trials[kept].user_attrs["auc_std"] == 0.02
+    assert trials[lost].state == TrialState.FAIL
+    assert state.runs.client.get_run(lost_run).info.status == "KILLED"
+
+
+def test_repair_leaves_a_live_workers_trial_alone(state):
+    live = {"host": os.uname().nodename, "pid": os.getppid(), "invocation": "another-live-sweep"}  # alive
+    number, run_id = _running_trial(state, live)
+    repair(state)
+    assert state.study.get_trials()[number].state == TrialState.RUNNING
+    assert state.runs.client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_only_one_worker_holds_the_final_stage_claim_and_the_markers_go_when_it_is_done(tmp_path):
+    storage = _study.open_storage(f"sqlite:///{tmp_path / 'o.db'}", 1, 2)
+    optuna.create_study(study_name="s", storage=storage)
+    a, b = Worker(pid=os.getppid()), Worker()  # two live processes of this host
+    marker = _claim.acquire(storage, "s", 3, a, grace_period=2)
+    assert marker is not None and marker.study_name == "s::final-trial-3::attempt-0"
+    assert _claim.acquire(storage, "s", 3, b, grace_period=2) is None  # a holds it (fresh keep-alive)
+    marker.set_user_attr("failed", "RuntimeError: boom")
+    retry = _claim.acquire(storage, "s", 3, b, grace_period=2)  # a failed: b takes the next attempt
+    assert retry is not None and retry.study_name == "s::final-trial-3::attempt-1"
+    time.sleep(2.5)  # b's keep-alive is now older than the grace period: a third worker supersedes it
+    third = _claim.acquire(storage, "s", 3, Worker(), grace_period=2)
+    assert third is not None and third.study_name.endswith("attempt-2")
+    _claim.release(storage, "s", 3)
+    assert optuna.get_all_study_names(storage) == ["s"]
+
+
+def test_the_heartbeat_thread_is_joined_when_its_block_ends():
+    beats = []
+    with Periodic(0.05, lambda: beats.append(time.monotonic())) as periodic:
+        time.sleep(0.3)
+    after = len(beats)
+    time.sleep(0.2)
+    assert after >= 2 and len(beats) == after and not periodic._thread.is_alive()
