@@ -37,6 +37,8 @@ def _is_int(value: Any) -> bool:
 class CreditCardDatasetConfig:
     name: str = "creditcard"
     path: str = "data/creditcard.csv"
+    # The registered model's default name follows the dataset (registry.model_name: ${dataset.registry_name}).
+    registry_name: str = "CreditCardFraud_RF"
 
     def __post_init__(self) -> None:
         _check(bool(self.path), "dataset.path", "a path to the Kaggle creditcard.csv", self.path)
@@ -48,6 +50,7 @@ class SyntheticDatasetConfig:
     n_rows: int = 284_807
     fraud_rate: float = 0.00172
     seed: int = 0
+    registry_name: str = "CreditCardFraud_RF_synthetic"  # never the real data's model name
 
     def __post_init__(self) -> None:
         _check(self.n_rows >= 200, "dataset.n_rows", "at least 200", self.n_rows)
@@ -88,11 +91,21 @@ class RandomForestConfig:
 
 @dataclass
 class SplitConfig:
+    # random: a stratified random test split (seeded); time: the last test_size of the rows by Time, the
+    # transactions a model meets after it was trained (cross-validation then runs on the earlier rows only).
+    method: str = "random"
     test_size: float = 0.2
     seed: int = 42
 
     def __post_init__(self) -> None:
+        _check(self.method in ("random", "time"), "split.method", "random or time", self.method)
         _check(0.0 < self.test_size < 1.0, "split.test_size", "a fraction in (0, 1)", self.test_size)
+
+    def describe(self) -> str:
+        """The test rows' identity: a time holdout does not depend on the seed (it only shuffles the folds)."""
+        if self.method == "time":
+            return f"time,test_size={self.test_size:g}"
+        return f"random,test_size={self.test_size:g},seed={self.seed}"
 
 
 @dataclass
@@ -146,8 +159,14 @@ class RegistryConfig:
     # with this one-sided paired-bootstrap confidence.
     margin: float = 0.0
     confidence: float = 0.95
+    # Each test of a model on the held-out split is a look at it; past this many looks per lineage (same data, split,
+    # features, protocol) the gate stops promoting automatically: choosing among many candidates on the same test
+    # rows makes the winner's test score optimistic. Draw a fresh split (split.seed=...) for a new lineage.
+    max_test_uses: int = 3
 
     def __post_init__(self) -> None:
+        _check(_is_int(self.max_test_uses) and self.max_test_uses >= 1, "registry.max_test_uses", "an integer >= 1",
+               self.max_test_uses)
         _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,255}", self.model_name or "")),
                "registry.model_name", "letters, digits, '_', '-', '.' or spaces, starting with a letter or digit",
                self.model_name)
@@ -196,3 +215,19 @@ def validate(cfg: DictConfig) -> Config:
     if not isinstance(typed.model, RandomForestConfig):
         raise ConfigError("model must be chosen from the model group: model=random_forest")
     return typed
+
+
+def config_from_logged(path: Any, **overrides: str) -> Config:
+    """The typed config a run logged (``config/config.yaml``), with the schemas its groups were composed from;
+    ``tracking_uri`` and ``model_name`` replace the logged ones (the store as the caller reaches it)."""
+    tree = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert isinstance(tree, dict)
+    dataset = tree.get("dataset") or {}
+    schema = SyntheticDatasetConfig if dataset.get("name") == "synthetic" else CreditCardDatasetConfig
+    merged = OmegaConf.merge(OmegaConf.structured(Config), {"dataset": OmegaConf.structured(schema),
+                                                            "model": OmegaConf.structured(RandomForestConfig)}, tree)
+    if "tracking_uri" in overrides:
+        merged.mlflow.tracking_uri = overrides["tracking_uri"]
+    if "model_name" in overrides:
+        merged.registry.model_name = overrides["model_name"]
+    return validate(merged)

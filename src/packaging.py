@@ -19,6 +19,7 @@ from hydra_plugins.optuna_mlflow_sweeper.job import redact
 from src import gate, tracking
 from src.config import Config
 from src.data import Dataset, load
+from src.errors import one_line
 from src.evaluation import fit_and_test, plots
 from src.model import build_model
 from src.split import Split, split
@@ -54,32 +55,40 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         print(f"test_pr_auc = {test.pr_auc:.4f} (95% bootstrap interval {test.pr_auc_ci_low:.4f} to "
               f"{test.pr_auc_ci_high:.4f}), test_roc_auc = {test.roc_auc:.4f}, on {len(parts.test)} held-out "
               f"rows with {int(data.y[parts.test].sum())} frauds", file=sys.stderr)
-        if not cfg.registry.enabled:
-            return returned
-        existing = _registered_for_this_trial(client, cfg)
-        if existing is not None:  # an interrupted packaging of the same trial got as far as registering
-            version, promoted = _complete_aliases(client, cfg.registry.model_name, existing)
-            tags = {"registration": "reused the version an interrupted packaging run registered"}
-        else:
-            example = gate.features_frame(data.X[_example_rows(data, parts)])
-            info = mlflow.sklearn.log_model(
-                fitted,
-                name=MODEL_NAME_IN_RUN,
-                serialization_format="skops",
-                skops_trusted_types=gate.TRUSTED_TYPES,
-                signature=mlflow.models.infer_signature(example, fitted.predict_proba(example)),
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
-                pip_requirements=_requirements(),
-            )
-            decision = gate.decide(client, cfg, data, parts, test.proba)
-            version = gate.register(client, cfg, data, info.model_uri, active.info.run_id, test, decision)
-            promoted, tags = decision.promote, {}
-        returned.update(registered_model_name=cfg.registry.model_name, registered_model_version=version,
-                        promotion_decision="promoted" if promoted else "kept_champion")
-        mlflow.set_tags({**{k: str(v) for k, v in returned.items() if k.startswith(("registered", "promotion"))},
-                         **tags})
+        if cfg.registry.enabled:
+            returned.update(_register_and_gate(client, cfg, data, parts, fitted, test))
     return returned
+
+
+def _register_and_gate(client: MlflowClient, cfg: Config, data: Dataset, parts: Split, fitted: Any,
+                       test: Any) -> dict[str, Any]:
+    """Register the model with its lineage and test score, run the gate, move the aliases. An interrupted
+    packaging of the same trial is completed, not registered twice; one whose gate was undecided is decided now."""
+    name, lineage = cfg.registry.model_name, gate.Lineage.of(cfg, data)
+    existing = _registered_for_this_trial(client, cfg)
+    if existing is not None and existing.tags.get("decision") != gate.UNDECIDED:
+        version, promoted = _complete_aliases(client, name, existing)
+        mlflow.set_tag("registration", "reused the version an interrupted packaging run registered")
+        outcome = gate.PROMOTED if promoted else gate.KEPT
+    else:
+        version = str(existing.version) if existing is not None else None
+        decision = gate.decide(client, cfg, lineage, data.y[parts.test], test.proba, data.X[parts.test], version)
+        if version is None:
+            info = _log_model(fitted, data, parts)
+            version = _register(client, name, info.model_uri, {
+                **lineage.tags(), "test_pr_auc": f"{test.pr_auc:.4f}",
+                "test_pr_auc_ci": f"[{test.pr_auc_ci_low:.4f}, {test.pr_auc_ci_high:.4f}]", **_trial_tags(cfg),
+                **gate.decision_tags(decision)})
+        gate.apply(client, name, version, decision)
+        where = {gate.PROMOTED: "champion", gate.KEPT: "challenger (champion unchanged)",
+                 gate.UNDECIDED: "challenger, undecided"}[decision.decision]
+        print(f"registered {name} version {version} as {where}: {decision.reason}", file=sys.stderr)
+        outcome = decision.decision
+    registered = {"registered_model_name": name, "registered_model_version": version, "promotion_decision": outcome}
+    mlflow.set_tags(registered)
+    if outcome == gate.UNDECIDED:
+        raise gate.RegistryUnavailable(gate.later_hint(name, version))
+    return registered
 
 
 def _registered_for_this_trial(client: MlflowClient, cfg: Config) -> Any:
@@ -101,7 +110,7 @@ def _complete_aliases(client: MlflowClient, name: str, mv: Any) -> tuple[str, bo
     newer = [v for v in client.search_model_versions(f"name = '{name}'") if int(v.version) > int(version)]
     if not newer:
         client.set_registered_model_alias(name, gate.CHALLENGER, version)
-        champion = gate.alias_version(client, name, gate.CHAMPION)
+        champion = gate.champion_version(client, name)
         compared = mv.tags.get("compared_with_version") or None
         current = str(champion.version) if champion is not None else None
         if promoted and current != version and current == compared:
@@ -109,6 +118,38 @@ def _complete_aliases(client: MlflowClient, name: str, mv: Any) -> tuple[str, bo
     print(f"{name} version {version} was already registered for this trial: reused ({mv.tags.get('decision')})",
           file=sys.stderr)
     return version, promoted
+
+
+def _log_model(fitted: Any, data: Dataset, parts: Split) -> Any:
+    example = gate.features_frame(data.X[_example_rows(data, parts)])
+    return mlflow.sklearn.log_model(
+        fitted,
+        name=MODEL_NAME_IN_RUN,
+        serialization_format="skops",
+        skops_trusted_types=gate.TRUSTED_TYPES,
+        signature=mlflow.models.infer_signature(example, fitted.predict_proba(example)),
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        pip_requirements=_requirements(),
+    )
+
+
+def _trial_tags(cfg: Config) -> dict[str, str]:
+    tags = {}
+    if cfg.sweep.study_name:
+        tags["optuna.study_name"] = cfg.sweep.study_name
+    if cfg.sweep.trial_number is not None:
+        tags["optuna.trial_number"] = str(cfg.sweep.trial_number)
+    return tags
+
+
+def _register(client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]) -> str:
+    """The version, created with its lineage, test score and decision already written."""
+    try:
+        mv = mlflow.register_model(model_uri, name, tags=tags)
+    except MlflowException as exc:
+        raise gate.RegistryError(f"registry.model_name={name!r}: {one_line(exc)}") from None
+    return str(mv.version)
 
 
 def _requirements() -> list[str]:

@@ -28,6 +28,8 @@ register_configs()  # Hydra composes the config before main() runs: the schema m
 def main(cfg: DictConfig) -> Any:
     """Hydra's task function: returns the objective and its companions, which the sweeper keeps."""
     try:
+        if HydraConfig.get().mode == RunMode.RUN:
+            _refuse_job_context(HydraConfig.get().overrides.task)
         typed = validate(cfg)
         return (packaging.run if typed.sweep.stage == FINAL else cv_job.run)(typed, cfg)
     except UserError as exc:
@@ -35,6 +37,16 @@ def main(cfg: DictConfig) -> Any:
             raise  # the sweeper records the failed trial
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _refuse_job_context(overrides: Any) -> None:
+    """The job context (``sweep.*``: which study, trial and stage) is the sweeper's to set: a person setting it
+    could, among other things, run the final stage and test on the held-out split outside any sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group == "sweep" or override.key_or_group.startswith("sweep."):
+            raise UserError(f"{override.key_or_group} is set by the sweeper for each job, not on the command line")
 
 
 def cli(entry: Callable[[], Any] | None = None) -> None:

@@ -97,7 +97,7 @@ def test_sigkill_at_a_seeded_moment_then_resume(stores, moment, seed):
     assert len([r for r in all_runs if r.data.tags.get("run_purpose") == "hyperparameter_sweep"]) == 1
     packaged = [r for r in all_runs if r.info.run_name == "best_model_packaged" and r.info.status == "FINISHED"]
     assert len(packaged) == 1
-    versions = MlflowClient(stores.tracking_uri).search_model_versions("name = 'CreditCardFraud_RF'")
+    versions = MlflowClient(stores.tracking_uri).search_model_versions("name = 'CreditCardFraud_RF_synthetic'")
     assert len(versions) == 1  # a packaging job killed after registering is not registered twice
     # The configured values (queued as the first trial) were scored, even when their first run was killed.
     configured = all_trials[0].system_attrs["fixed_params"]

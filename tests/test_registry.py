@@ -21,7 +21,7 @@ from tests.helpers.cli import assert_one_line_error, run_module
 from tests.helpers.stores import SMALL, Stores
 
 pytestmark = pytest.mark.slow
-NAME = "CreditCardFraud_RF"
+NAME = "CreditCardFraud_RF_synthetic"  # the default name follows the dataset
 
 
 def sweep(stores: Stores, *overrides: str):
@@ -68,7 +68,7 @@ def test_first_model_becomes_champion_and_loads_from_its_alias(registry):
     champion = client.get_model_version_by_alias(NAME, "champion")
     assert str(champion.version) == "1"
     assert champion.tags["decision"] == "promoted" and "no champion yet" in champion.tags["decision_reason"]
-    assert len(champion.tags["data_sha256"]) == 64
+    assert len(champion.tags["lineage.data_sha256"]) == 64 and champion.tags["test_split_uses"] == "1"
     mlflow.set_tracking_uri(stores.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     schema = model.metadata.get_input_schema()
@@ -96,14 +96,15 @@ def test_worse_challenger_does_not_replace_the_champion(registry):
     assert tags["decision"] == "kept_champion"
     assert "re-scored on the same" in tags["decision_reason"] and "champion kept" in tags["decision_reason"]
     assert float(tags["champion_test_pr_auc"]) > float(tags["test_pr_auc"])
-    assert tags["compared_with_version"] == "1" and len(tags["data_sha256"]) == 64
+    assert tags["compared_with_version"] == "1" and tags["lineage"] == client.get_model_version(NAME, "1").tags[
+        "lineage"] and tags["test_split_uses"] == "2"
     assert "kept_champion" in challenger.description
     assert "champion unchanged" in second.stderr
 
 
 def test_registry_commands_promote_and_roll_back(registry):
     stores, _, _ = registry
-    cli = ["--tracking-uri", stores.tracking_uri]
+    cli = ["--tracking-uri", stores.tracking_uri, "--name", NAME]
     listed = run_module("src.registry", *cli, "list")
     assert listed.returncode == 0 and "champion" in listed.stdout and "challenger" in listed.stdout
     promoted = run_module("src.registry", *cli, "promote", "2", "--reason", "shadow test passed")
@@ -130,7 +131,7 @@ def test_registry_commands_promote_and_roll_back(registry):
 )
 def test_registry_command_errors_are_one_line(registry, args, fragment):
     stores, _, _ = registry
-    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *args)
+    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *([] if "--name" in args else ["--name", NAME]), *args)
     assert_one_line_error(out, fragment)
 
 

@@ -21,6 +21,7 @@ class Fault:
     status: int = 503
     body: Optional[dict] = None
     times: Optional[int] = None  # how many requests get the fault; None = every one
+    method: Optional[str] = None  # only requests with this method (None: any)
     hits: int = 0
 
 
@@ -44,8 +45,9 @@ class FaultProxy:
         self._server.server_close()
         self._thread.join(10)
 
-    def fail(self, path: str, status: int = 503, body: Optional[dict] = None, times: Optional[int] = None) -> Fault:
-        fault = Fault(path, status, body, times)
+    def fail(self, path: str, status: int = 503, body: Optional[dict] = None, times: Optional[int] = None,
+             method: Optional[str] = None) -> Fault:
+        fault = Fault(path, status, body, times, method)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -54,9 +56,11 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
 
-    def _fault_for(self, path: str) -> Optional[Fault]:
+    def _fault_for(self, method: str, path: str) -> Optional[Fault]:
         with self._lock:
             for fault in self.faults:
+                if fault.method not in (None, method):
+                    continue
                 if fault.path in path and (fault.times is None or fault.hits < fault.times):
                     fault.hits += 1
                     return fault
@@ -74,7 +78,7 @@ class FaultProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                fault = proxy._fault_for(self.path)
+                fault = proxy._fault_for(self.command, self.path)
                 if fault is not None:
                     payload = json.dumps(fault.body or {"error_code": "TEMPORARILY_UNAVAILABLE",
                                                         "message": "injected fault"}).encode()
