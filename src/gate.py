@@ -188,12 +188,10 @@ def decide(client: MlflowClient, cfg: Config, lineage: Lineage, y_test: np.ndarr
     except Exception as exc:  # the registry or artifact store failed: fail closed
         return Decision(UNDECIDED, f"cannot load the champion v{champion.version} to re-score it "
                         f"({one_line(exc)})", challenger_ap, uses, champion_version=str(champion.version))
-    cmp = paired_bootstrap(y_test, challenger_proba, fraud_proba(model, features_frame(test_x)),
-                           n_boot=cfg.evaluation.bootstrap_samples, seed=cfg.split.seed, confidence=rule.confidence)
+    cmp, better = compare(cfg, y_test, challenger_proba, fraud_proba(model, features_frame(test_x)))
     summary = (f"challenger test AP {cmp.challenger_ap:.4f} vs champion v{champion.version} {cmp.champion_ap:.4f} "
                f"re-scored on the same {len(y_test)} test rows: difference {cmp.diff:+.4f}, "
                f"{rule.confidence:.0%} lower bound {cmp.diff_lower:+.4f}, margin {rule.margin:g}; {budget}")
-    better = cmp.diff_lower > rule.margin
     if better and uses > rule.max_test_uses:
         verdict = (f"better, but not promoted automatically: past the test split's budget its score is optimistic; "
                    f"{_fresh_split_hint(cfg)}")
@@ -203,6 +201,15 @@ def decide(client: MlflowClient, cfg: Config, lineage: Lineage, y_test: np.ndarr
         decision = PROMOTED if better else KEPT
     return Decision(decision, f"{summary}: {verdict}", cmp.challenger_ap, uses, cmp.champion_ap,
                     str(champion.version), cmp.diff_lower)
+
+
+def compare(cfg: Config, y_test: np.ndarray, challenger_proba: np.ndarray,
+            champion_proba: np.ndarray) -> tuple[Any, bool]:
+    """The gate's statistical rule: better only if the one-sided lower bound of the paired-bootstrap AP difference
+    (both models on the same resampled rows) is above the margin."""
+    cmp = paired_bootstrap(y_test, challenger_proba, champion_proba, n_boot=cfg.evaluation.bootstrap_samples,
+                           seed=cfg.split.seed, confidence=cfg.registry.confidence)
+    return cmp, cmp.diff_lower > cfg.registry.margin
 
 
 def _fresh_split_hint(cfg: Config) -> str:

@@ -32,3 +32,13 @@ def test_unknown_phase_is_refused_before_any_work():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "choose among trees, search, pruning, tiny" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_small_gate_benchmark_runs_both_phases(tmp_path):
+    out = tmp_path / "gate.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.gate", "--small", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["holdout"]) == {"random", "time"} and len(r["aa"]["challengers"]) == 20
+    assert 0 <= r["aa"]["false_promotion_rate"] <= 1 and "A/A: 20 retrains" in proc.stdout
