@@ -33,6 +33,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+SEED = "an integer from 0 to 4294967295 (numpy and scikit-learn take no other seeds)"
+
+
+def _is_seed(value: Any) -> bool:
+    return _is_int(value) and 0 <= value < 2**32
+
+
 @dataclass
 class CreditCardDatasetConfig:
     name: str = "creditcard"
@@ -54,6 +61,7 @@ class SyntheticDatasetConfig:
 
     def __post_init__(self) -> None:
         _check(self.n_rows >= 200, "dataset.n_rows", "at least 200", self.n_rows)
+        _check(_is_seed(self.seed), "dataset.seed", SEED, self.seed)
         _check(0.0 < self.fraud_rate < 0.5, "dataset.fraud_rate", "in (0, 0.5)", self.fraud_rate)
 
 
@@ -82,6 +90,7 @@ class RandomForestConfig:
             self.class_weight,
         )
         _check(self.n_jobs != 0, "model.n_jobs", "a non-zero integer (-1 = all cores)", self.n_jobs)
+        _check(_is_seed(self.random_state), "model.random_state", SEED, self.random_state)
 
     @property
     def depth(self) -> Optional[int]:
@@ -100,6 +109,7 @@ class SplitConfig:
     def __post_init__(self) -> None:
         _check(self.method in ("random", "time"), "split.method", "random or time", self.method)
         _check(0.0 < self.test_size < 1.0, "split.test_size", "a fraction in (0, 1)", self.test_size)
+        _check(_is_seed(self.seed), "split.seed", SEED, self.seed)
 
     def describe(self) -> str:
         """The test rows' identity: a time holdout does not depend on the seed (it only shuffles the folds)."""
@@ -148,7 +158,8 @@ class MlflowConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.tracking_uri), "mlflow.tracking_uri", "a tracking URI", self.tracking_uri)
-        _check(bool(self.experiment_name), "mlflow.experiment_name", "a non-empty name", self.experiment_name)
+        _check(bool(self.experiment_name.strip()), "mlflow.experiment_name", "a name with a visible character",
+               self.experiment_name)
 
 
 @dataclass

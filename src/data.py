@@ -148,7 +148,7 @@ def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
     """The dataset a config names; parsed or generated at most once per process."""
     if isinstance(cfg, SyntheticDatasetConfig):
         return _synthetic(cfg.n_rows, cfg.fraud_rate, cfg.seed)
-    path = Path(cfg.path)
+    path = Path(cfg.path).expanduser()
     if not path.exists():
         if cfg.path != DEFAULT_PATH:
             raise DataError(f"dataset.path={cfg.path}: no such file (give the path of creditcard.csv, "
@@ -156,8 +156,13 @@ def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
         fetch(path)
     if path.is_dir():
         raise DataError(f"dataset.path={cfg.path} is a folder, not a CSV file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"dataset.path={cfg.path}: this user may not read the file (check its permissions)")
     stat = path.stat()
-    return _read_csv(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    try:
+        return _read_csv(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError as exc:
+        raise DataError(f"dataset.path={cfg.path}: cannot read it ({exc.strerror or exc})") from None
 
 
 @lru_cache(maxsize=2)
@@ -189,17 +194,30 @@ def _read_csv(path: str, size: int, mtime_ns: int) -> Dataset:  # size and mtime
         raise DataError(f"{path}: wrong columns ({'; '.join(parts)}); expected {_columns_hint()}")
     if len(set(header)) != len(header):
         raise DataError(f"{path}: duplicated column names in the header")
+    frame = _parse(path)
+    if frame.empty:
+        raise DataError(f"{path} has a header but no rows: expected the credit-card transactions")
+    data = _finish("creditcard", path, digest, frame)
+    _save_parsed(path, data)
+    return data
+
+
+def _parse(path: str) -> pd.DataFrame:
+    """The rows as numbers; each way a file can be malformed is one line naming it (pandas' own errors are
+    ValueErrors of several kinds, some of them subclasses of others: the order of the clauses matters)."""
     try:
-        frame = pd.read_csv(path, dtype=dict.fromkeys(COLUMNS, np.float64), na_filter=True)
+        return pd.read_csv(path, dtype=dict.fromkeys(COLUMNS, np.float64), na_filter=True)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+        raise DataError(f"{path}: not UTF-8 text (a byte 0x{bad} that no UTF-8 character starts with): save it "
+                        f"as UTF-8 (or plain ASCII) CSV") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: malformed CSV ({' '.join(str(exc).split())}): every row needs the header's "
+                        f"{len(COLUMNS)} fields") from None
     except ValueError as exc:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         _raise_first_non_numeric(path, frame)
         raise DataError(f"{path}: could not read the numbers ({' '.join(str(exc).split())})") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed CSV ({' '.join(str(exc).split())})") from None
-    data = _finish("creditcard", path, digest, frame)
-    _save_parsed(path, data)
-    return data
 
 
 # Parsing the 150 MB CSV takes ~20 s in every new process (each sweep, each single run); the checked, deduplicated

@@ -25,3 +25,20 @@ def one_line(exc: BaseException) -> str:
     if cause is not None and not isinstance(exc, UserError) and str(cause).strip():
         text += " - " + " ".join(str(cause).strip().splitlines()[0].split())
     return redact(text)
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """One line for a full disk (an OSError ENOSPC, or SQLite's "database or disk is full"), or None for
+    anything else."""
+    import errno
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            where = f" writing {seen.filename}" if seen.filename else ""
+            return f"the disk is full{where}: free space and rerun the same command (the stores stay usable)"
+        if "database or disk is full" in str(seen):
+            return ("the disk holding the tracking or Optuna store is full: free space and rerun the same command "
+                    "(the stores stay usable)")
+        seen = seen.__cause__ or seen.__context__
+    return None

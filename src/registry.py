@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from hydra_plugins.optuna_mlflow_sweeper.job import StoreError, check_tracking_uri
 from src import gate
 from src.config import MlflowConfig, RegistryConfig, config_from_logged
+from src.console import redacted_output
 from src.errors import UserError, one_line
 from src.evaluation import fraud_proba
 
@@ -152,11 +153,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     rollback.add_argument("--reason", required=True, help="why (recorded on the version)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with redacted_output():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command in ("promote", "rollback") and not args.reason.strip():
             raise gate.RegistryError("--reason must say why (it is recorded on the model version)")
         try:
-            check_tracking_uri(args.tracking_uri, key="--tracking-uri")
+            check_tracking_uri(args.tracking_uri, key="--tracking-uri", writable=args.command != "list")
         except StoreError as exc:
             raise gate.RegistryError(str(exc)) from None
         if args.tracking_uri.startswith("sqlite:///") and not Path(args.tracking_uri[len("sqlite:///"):]).exists():

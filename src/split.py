@@ -51,7 +51,16 @@ def split(data: Dataset, split_cfg: SplitConfig, eval_cfg: EvaluationConfig) -> 
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=eval_cfg.validation_size, random_state=split_cfg.seed)
     else:
         splitter = StratifiedKFold(n_splits=eval_cfg.cv_folds, shuffle=True, random_state=split_cfg.seed)
-    folds = tuple((train[fit], train[val]) for fit, val in splitter.split(train, y[train]))
+    try:
+        folds = tuple((train[fit], train[val]) for fit, val in splitter.split(train, y[train]))
+    except ValueError as exc:  # scikit-learn's own check: e.g. a validation split that leaves no training rows
+        raise DataError(f"evaluation.cv_folds={eval_cfg.cv_folds}, evaluation.validation_size="
+                        f"{eval_cfg.validation_size:g}: {' '.join(str(exc).split())}") from None
+    for fit, val in folds:
+        if y[fit].sum() < per_part or y[val].sum() < 1 or len(fit) < 2 * per_part:
+            raise DataError(f"evaluation.cv_folds={eval_cfg.cv_folds}, evaluation.validation_size="
+                            f"{eval_cfg.validation_size:g} leave a fold with {int(y[fit].sum())} frauds to fit on and "
+                            f"{int(y[val].sum())} to validate: choose fewer folds or a validation_size nearer 0.25")
     return Split(train=train, test=test, folds=folds)
 
 

@@ -16,10 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydra_plugins.optuna_mlflow_sweeper.job import FINAL
+from hydra_plugins.optuna_mlflow_sweeper.job import FINAL, Terminated, sigterm_as_interrupt
 from src import cv_job, packaging
 from src.config import register_configs, validate
-from src.errors import UserError, one_line
+from src.console import redacted_output
+from src.errors import UserError, disk_full, one_line
 
 register_configs()  # Hydra composes the config before main() runs: the schema must be known first.
 
@@ -50,19 +51,30 @@ def _refuse_job_context(overrides: Any) -> None:
 
 
 def cli(entry: Callable[[], Any] | None = None) -> None:
-    """Expected errors (bad config, bad data, unreachable stores) end in one line and exit code 2."""
+    """Expected errors (bad config, bad data, unreachable stores, a full disk) end in one line and exit code 2;
+    Ctrl-C and SIGTERM in one line saying how to resume; nothing printed shows a secret."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this handler instead of Hydra's printer
-    try:
-        (entry or main)()
-    except (UserError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    with redacted_output(), sigterm_as_interrupt():
+        try:
+            (entry or main)()
+        except (UserError, HydraException, OmegaConfBaseException) as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
+        except Terminated:
+            print("terminated (SIGTERM): rerun the same command to resume", file=sys.stderr)
+            sys.exit(143)
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise  # a bug: its traceback is worth reading (redacted like everything printed)
+            print(f"error: {full}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ budget, loads a champion only with the project's trusted types; the time-ordered
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
@@ -22,7 +20,8 @@ WEAK = ["model.max_depth=1", "model.n_estimators=1", "model.class_weight=null"] 
 
 def package(stores: Stores, sweep_dir: str, *overrides: str, env: dict | None = None, tracking: str | None = None):
     """A 1-trial sweep and its final stage (refit, test, register, gate)."""
-    return run_module("src.train", "--multirun", *SMALL, *stores.overrides(), f"hydra.sweep.dir={stores.root / sweep_dir}",
+    return run_module("src.train", "--multirun", *SMALL, *stores.overrides(),
+                      f"hydra.sweep.dir={stores.root / sweep_dir}",
                       "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=1",
                       f"registry.model_name={NAME}", *([f"mlflow.tracking_uri={tracking}"] if tracking else []),
                       *overrides, env=env)

@@ -75,10 +75,24 @@ def test_the_derived_name_changes_exactly_when_the_objective_could(change, same)
             "mlflow": {"tracking_uri": "sqlite:///m.db"}}
     merged = {k: {**base.get(k, {}), **change.get(k, {})} for k in {*base, *change}}
     ignore = ["mlflow", "model.n_jobs"]
-    first = _study.derived_name("rf", base, SPACE, ignore)
+
+    def name(config, space=SPACE, extras=None):
+        return _study.derived_name("rf", _study.identity(config, space, ignore, extras))
+
+    first = name(base)
     assert first.startswith("rf-") and len(first) == len("rf-") + 8
-    assert (_study.derived_name("rf", merged, SPACE, ignore) == first) is same
-    assert _study.derived_name("rf", base, {"model.max_depth": IntDistribution(2, 9)}, ignore) != first
+    assert (name(merged) == first) is same
+    assert name(base, {"model.max_depth": IntDistribution(2, 9)}) != first
+    assert name(base, extras={"data_sha256": "ab"}) != name(base, extras={"data_sha256": "cd"})  # other data
+
+
+def test_a_study_keeps_the_identity_it_was_created_with(tmp_path):
+    storage = _study.open_storage(f"sqlite:///{tmp_path / 'o.db'}", 5, 20)
+    study, _ = _study.open_study("named", storage, "maximize", "auc")
+    _study.check_identity(study, {"config": "c1", "data_sha256": "aaaa"})
+    _study.check_identity(study, {"config": "c1", "data_sha256": "aaaa"})  # the same: accepted
+    with pytest.raises(SweeperError, match="another data_sha256"):
+        _study.check_identity(study, {"config": "c1", "data_sha256": "bbbb"})
 
 
 def test_a_study_is_created_once_and_refused_for_another_direction_or_objective(tmp_path):

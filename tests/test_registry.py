@@ -131,7 +131,8 @@ def test_registry_commands_promote_and_roll_back(registry):
 )
 def test_registry_command_errors_are_one_line(registry, args, fragment):
     stores, _, _ = registry
-    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *([] if "--name" in args else ["--name", NAME]), *args)
+    name = [] if "--name" in args else ["--name", NAME]
+    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *name, *args)
     assert_one_line_error(out, fragment)
 
 

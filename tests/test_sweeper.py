@@ -98,12 +98,10 @@ def test_a_trial_growing_the_same_forests_as_an_earlier_one_takes_its_result(sto
         assert run.data.metrics["fit_seconds"] == 0 and run.data.metrics["val_pr_auc"] == pytest.approx(first.value)
         assert run.data.metrics["val_pr_auc_std"] == pytest.approx(first.user_attrs["val_pr_auc_std"])
     assert out.stderr.count("[the same forests as trial 0: its result, not refitted]") == 2
-    # the same study on other data: the key differs, so the forest is grown and scored again
+    # the same study on other data is refused (its identity holds the data's sha256): nothing mixes
     out = sweep(stores, "hydra.sweeper.n_trials=4", *same, "dataset.seed=1")
-    assert out.returncode == 0, out.stderr
-    last = only_study(stores).trials[-1]
-    assert TWIN_ATTR not in last.user_attrs and last.user_attrs["fit_seconds"] > 0
-    assert last.user_attrs[FOREST_ATTR] != first.user_attrs[FOREST_ATTR]
+    assert_ends_in_one_line_error(out, "study 'twins' was created for other trials than this run's")
+    assert "another data_sha256" in out.stderr and len(only_study(stores).trials) == 3
 
 
 def test_pinned_value_is_never_sampled(stores):

@@ -62,3 +62,30 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
         return PRUNERS[name](**kwargs)
     except (TypeError, ValueError) as exc:
         raise FactoryError(f"hydra.sweeper.pruner={name}: {' '.join(str(exc).split())}") from None
+
+
+def dry_run(sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+            distributions: Mapping[str, Any], sampler_name: str, pruner_name: str) -> None:
+    """Ask, report, prune and tell a few times in an in-memory study: options of the wrong type (a text where a
+    number belongs) fail here, in one line, instead of in the first trial of the real study."""
+    import warnings
+
+    study = optuna.create_study(sampler=sampler, pruner=pruner)
+    for value in (0.1, 0.2, 0.3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                trial = study.ask(dict(distributions))
+            except Exception as exc:
+                raise FactoryError(f"hydra.sweeper.sampler_options for {sampler_name}: {_one_line(exc)}") from None
+            try:
+                trial.report(value, 0)
+                trial.should_prune()
+            except Exception as exc:
+                raise FactoryError(f"hydra.sweeper.pruner_options for {pruner_name}: {_one_line(exc)}") from None
+            study.tell(trial, value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,11 +7,11 @@ from typing import Any
 
 from ._claim import acquire, keepalive, release
 from ._errors import SweeperError, describe, one_line
+from ._job import RUN_ATTR
 from ._loop import job_overrides
 from ._report import best_of, save_results, say, with_spread
 from ._state import Launched, SweepState
 from ._tell import kept, outcome
-from .job import RUN_ATTR
 
 FINAL_ATTR = "sweeper.final"  # study user attribute: {"trial_number", "run_id"} of the finished final stage
 

@@ -13,6 +13,7 @@ settings (config.py), and a job talks back through its return value and the publ
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -26,17 +27,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import _loop, _space_check, _study
 from ._errors import SweeperError, TrackingDown
-from ._factories import FactoryError, make_pruner, make_sampler
+from ._factories import FactoryError, dry_run, make_pruner, make_sampler
 from ._final import enabled, run_final
 from ._heartbeat import TrialHeartbeat
+from ._job import PRUNER_ATTR, redact, sigterm_as_interrupt
 from ._repair import abandon_own_trials, repair
 from ._report import FINISHED, finish, shown, start_line, write_results
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
 from ._search_space import start_point, start_point_lost
 from ._state import SweepState
+from ._stores import StoreError, check_tracking_uri, open_experiment
 from ._worker import Worker
 from .config import OptunaMlflowSweeperConf
-from .job import PRUNER_ATTR, StoreError, check_tracking_uri, open_experiment, redact
+
+log = logging.getLogger(__name__)
 
 
 def settings_from(values: dict[str, Any]) -> OptunaMlflowSweeperConf:
@@ -60,9 +64,14 @@ def check(s: OptunaMlflowSweeperConf) -> None:
     if s.objective.direction not in ("maximize", "minimize"):
         raise SweeperError(f"hydra.sweeper.objective.direction must be maximize or minimize, "
                            f"got {s.objective.direction!r}")
+
+
+def check_options(s: OptunaMlflowSweeperConf, distributions: dict[str, Any]) -> None:
+    """The sampler and pruner built, and tried on the search space in memory, before any store is touched."""
     try:
-        make_sampler(s.sampler, s.sampler_options or {}, s.seed)
-        make_pruner(s.pruner, s.pruner_options or {})
+        sampler = make_sampler(s.sampler, s.sampler_options or {}, s.seed)
+        pruner = make_pruner(s.pruner, s.pruner_options or {})
+        dry_run(sampler, pruner, distributions, s.sampler, s.pruner)
     except FactoryError as exc:
         raise SweeperError(str(exc)) from None
 
@@ -89,7 +98,9 @@ class OptunaMlflowSweeperImpl(Sweeper):
         s = self.settings
         check(s)
         space = _space_check.build(dict(s.params), arguments, s.job_context)
+        check_options(s, dict(space.distributions))
         base = _space_check.pinned_config(self.hydra_context.config_loader, self.config, space)
+        extras = _space_check.preflight(s.preflight, base, space)
         try:
             check_tracking_uri(s.tracking_uri)  # an unreachable server fails here, before anything is written
         except StoreError as exc:
@@ -98,9 +109,10 @@ class OptunaMlflowSweeperImpl(Sweeper):
         storage = _study.open_storage(url, s.heartbeat_interval, s.grace_period)
         task = OmegaConf.to_container(_space_check.task_part(base), resolve=True)
         assert isinstance(task, dict)
-        name = s.study_name or _study.derived_name(s.identity.prefix, task, space.distributions,
-                                                   [*s.identity.ignore, s.job_context])
+        ident = _study.identity(task, space.distributions, [*s.identity.ignore, s.job_context], extras)
+        name = s.study_name or _study.derived_name(s.identity.prefix, ident)
         study, created = _study.open_study(name, storage, s.objective.direction, s.objective.name)
+        _study.check_identity(study, ident)
         point = start_point(space.distributions, {k: OmegaConf.select(base, k) for k in space.distributions}) \
             if s.start_from_config else {}
         if point and created:
@@ -124,7 +136,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
     def _run(self, state: SweepState) -> Any:
         finished_ok, reason, status = False, "error", "FAILED"
         try:
-            with TrialHeartbeat(state.storage, self.settings.heartbeat_interval) as heartbeat:
+            with sigterm_as_interrupt(), TrialHeartbeat(state.storage, self.settings.heartbeat_interval) as heartbeat:
                 start_line(state)
                 stop = _loop.run(state, self.launcher, heartbeat, _loop.batch_size(self.settings.n_jobs, self.config))
             results = finish(state, stop)
@@ -152,7 +164,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 try:
                     state.runs.client.set_terminated(state.runs.parent_id, status=status)
                 except Exception as exc:  # the tracking store may be the thing that failed
-                    print(f"warning: could not mark the parent run {state.runs.parent_id} {status}: {exc}")
+                    log.warning("could not mark the parent run %s %s: %s", state.runs.parent_id, status, exc)
 
     def _parent_tags(self, study: optuna.Study, url: str, space: Any) -> dict[str, str]:
         s = self.settings

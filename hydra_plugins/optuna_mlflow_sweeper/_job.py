@@ -14,16 +14,14 @@ Importing this module is cheap: optuna is imported only when a link is opened.
 
 from __future__ import annotations
 
-import base64
-import os
+import contextlib
 import re
-import urllib.error
-import urllib.request
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
-from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     import optuna
@@ -133,82 +131,23 @@ def is_integrity_race(exc: BaseException) -> bool:
                                    "duplicate key"))
 
 
-
-class StoreError(ValueError):
-    """A tracking store that cannot take runs: the message names the key, the URI (redacted) and the fix."""
-
-
-def check_tracking_uri(uri: str, key: str = "mlflow.tracking_uri") -> None:
-    """Fail in one line, before any work, when runs could not be stored at ``uri``."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.split("+")[0]
-    shown = redact(uri)
-    if scheme == "sqlite":
-        db = uri.split("sqlite:///", 1)[-1] if uri.startswith("sqlite:///") else ""
-        if not db:
-            raise StoreError(f"{key}={shown}: write a SQLite store as sqlite:///path/to/mlflow.db")
-        folder = Path(db).parent if db != ":memory:" else Path(".")
-        if not folder.is_dir():
-            raise StoreError(f"{key}={shown}: folder {folder} does not exist (create it first)")
-        if not os.access(folder, os.W_OK):
-            raise StoreError(f"{key}={shown}: folder {folder} is not writable")
-    elif scheme in ("http", "https"):
-        # urllib takes no user:password@ in a URL (MLflow's client does): ask without it, as HTTP basic auth.
-        request = urllib.request.Request(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
-                                         .rstrip("/") + "/health")
-        if parsed.username is not None:
-            token = base64.b64encode(f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode())
-            request.add_header("Authorization", f"Basic {token.decode()}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = redact(str(getattr(exc, "reason", exc)))
-            raise StoreError(f"{key}={shown}: tracking server unreachable ({reason}); start it "
-                             f"(mlflow server --host 127.0.0.1 ...) or fix the URI") from None
-    elif scheme in ("postgresql", "mysql", "mssql", "databricks"):
-        pass
-    elif scheme in ("file", "") or len(scheme) == 1:  # bare paths, Windows drive letters
-        raise StoreError(f"{key}={shown}: file stores are not supported by MLflow 3 here; "
-                         f"use sqlite:///mlflow.db or an http:// tracking server")
-    else:
-        raise StoreError(f"{key}={shown}: unknown scheme {scheme!r}; use sqlite:///..., "
-                         f"http(s)://host:port or a database URL")
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (what ``timeout``, ``kill`` and schedulers send), raised where Ctrl-C would be: a sweep fails its
+    running trial as interrupted and ends its runs KILLED, as for Ctrl-C."""
 
 
-def limit_http_retries() -> None:
-    """MLflow retries an unreachable server for about 4 minutes per call by default; notice an outage within about
-    half a minute instead (unless the user set these variables)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises Terminated instead of ending the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated("SIGTERM")
 
-def artifact_location(tracking_uri: str) -> Optional[str]:
-    """Artifacts beside a SQLite store (MLflow would otherwise write ./mlruns wherever the process runs)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return (Path(tracking_uri.split("sqlite:///", 1)[1]).resolve().parent / "mlruns").as_uri()
-
-
-def open_experiment(tracking_uri: str, name: str, key: str = "mlflow.tracking_uri") -> str:
-    """The experiment's id, created if needed; several processes creating it at once all get the same one."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            try:
-                return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first: use it
-                    raise
-                experiment = client.get_experiment_by_name(name)
-    except MlflowException as exc:
-        first = " ".join(str(exc.message).strip().splitlines()[0].split()) if str(exc.message).strip() else "?"
-        raise StoreError(f"{key}={redact(tracking_uri)}: {redact(first)}") from None
-    if experiment.lifecycle_stage == "deleted":
-        raise StoreError(f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
-                         f"--experiment-id {experiment.experiment_id}) or choose another experiment name")
-    return experiment.experiment_id
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -21,13 +21,13 @@ from . import _search_space
 from ._errors import SweeperError, TrackingDown, describe
 from ._factories import make_sampler
 from ._heartbeat import TrialHeartbeat
+from ._job import FAIL_REASON_ATTR, RUN_ATTR
 from ._repair import repair
 from ._report import FINISHED, say
 from ._runs import TRIAL
 from ._state import Launched, SweepState
 from ._tell import tell, tell_failed
 from ._worker import WORKER_ATTR
-from .job import FAIL_REASON_ATTR, RUN_ATTR
 
 COUNTED_FAILURES = ("error", "nan")  # what spends the failure budget (not stale, interrupted or surplus trials)
 

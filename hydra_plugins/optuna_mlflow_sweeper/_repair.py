@@ -17,11 +17,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ._job import FAIL_REASON_ATTR, RUN_ATTR
 from ._report import say
 from ._runs import restore_run
 from ._state import RETURNED_ATTR, SweepState
 from ._worker import WORKER_ATTR
-from .job import FAIL_REASON_ATTR, RUN_ATTR
 
 log = logging.getLogger(__name__)
 STALE = "stale: its worker died"

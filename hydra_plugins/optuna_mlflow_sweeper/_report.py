@@ -15,8 +15,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from ._job import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, redact
 from ._state import SweepState
-from .job import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, redact
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -21,7 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ._errors import SweeperError, TrackingDown, one_line
-from .job import PARENT_ATTR, is_unreachable, limit_http_retries, redact
+from ._job import PARENT_ATTR, is_unreachable, redact
+from ._stores import limit_http_retries
 
 SWEEP, TRIAL = "hyperparameter_sweep", "hyperparameter_tuning"  # tag run_purpose (the final stage's is a setting)
 log = logging.getLogger(__name__)

@@ -48,7 +48,16 @@ def range_values(start: float, stop: float, step: float) -> tuple[float, float, 
 
 
 def to_distribution(key: str, override: Override) -> BaseDistribution:
-    """The Optuna distribution for one sweep override."""
+    """The Optuna distribution for one sweep override; Optuna's own checks (a log scale from 0, ...) in one line."""
+    try:
+        return _to_distribution(key, override)
+    except SearchSpaceError:
+        raise
+    except ValueError as exc:
+        raise SearchSpaceError(f"{key}={override.input_line.split('=', 1)[-1]}: {' '.join(str(exc).split())}") from None
+
+
+def _to_distribution(key: str, override: Override) -> BaseDistribution:
     value = override.value()
     tags = getattr(value, "tags", set()) or set()
     unknown_tags = set(tags) - {"log"}

@@ -7,7 +7,8 @@ store is written, instead of failing trial after trial.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, Optional
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -77,3 +78,30 @@ def pinned_config(config_loader: Any, config: DictConfig, space: _search_space.S
                 raise SweeperError(f"search space: {key}={value!r} does not fit the config: {one_line(exc)}") from None
             _check_schema(probe, f"search space value {key}={value!r}")
     return base
+
+
+def preflight(dotpath: Optional[str], base: DictConfig, space: _search_space.SearchSpace) -> dict[str, Any]:
+    """The app's own checks (settings.preflight) on the pinned config and on every extreme of the space; returns
+    what the pinned config's check adds to the study's identity."""
+    if not dotpath:
+        return {}
+    module, _, name = dotpath.replace(":", ".").rpartition(".")
+    try:
+        check = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SweeperError(f"hydra.sweeper.preflight={dotpath}: cannot import it ({one_line(exc)})") from None
+    extras = _run(check, task_part(base), "the pinned values")
+    for key, dist in space.distributions.items():
+        for value in _extremes(dist):
+            probe = task_part(base)
+            with read_write(probe):
+                OmegaConf.update(probe, key, value, merge=False)
+            _run(check, probe, f"search space value {key}={value!r}")
+    return dict(extras or {})
+
+
+def _run(check: Any, cfg: DictConfig, what: str) -> Any:
+    try:
+        return check(cfg)
+    except Exception as exc:
+        raise SweeperError(f"{what}: {one_line(exc)}") from None

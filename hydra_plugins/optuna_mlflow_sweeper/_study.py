@@ -2,18 +2,17 @@
 
 Invariants:
 - a relative SQLite path is made absolute before any job sees it (jobs may run in other folders);
-- several workers creating one storage or one study at once all end up using the same one;
+- several workers creating one storage or one study at once all end up using the same one (a fresh SQLite file is
+  created whole, see _stores);
 - a study's name derived by the sweeper changes whenever the objective could (pinned config, search space).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +20,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from ._errors import SweeperError, one_line
-from .job import is_integrity_race, redact
+from ._job import is_integrity_race, redact
+from ._stores import StoreError, check_database, check_driver, check_sqlite, create_whole
 
 DEFAULT_FOLDER = "multirun_outputs"
 
@@ -37,34 +37,29 @@ def storage_url(configured: Optional[str]) -> str:
     return configured
 
 
-@contextlib.contextmanager
-def _first_open_lock(url: str) -> Iterator[None]:
-    """Two processes creating one SQLite file's schema at once collide: let them take turns (a lock file beside it)."""
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(url[len("sqlite:///"):])
-    lock_path = db.parent / f".{db.name}.lock"
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _create_optuna_schema(tmp_url: str) -> None:
+    optuna.storages.RDBStorage(tmp_url).engine.dispose()
 
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int) -> optuna.storages.RDBStorage:
-    if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise SweeperError(f"hydra.sweeper.storage={url}: folder {folder} does not exist")
+    """The Optuna storage: checked to be Optuna's (a SQLite file: created whole if missing), opened with the
+    heartbeat settings."""
+    key = "hydra.sweeper.storage"
+    try:
+        if url.startswith("sqlite"):
+            check_sqlite(url, key, "optuna")
+            create_whole(url, key, _create_optuna_schema)
+        else:
+            check_driver(url, key)
+            check_database(url, key)
+    except StoreError as exc:
+        raise SweeperError(str(exc)) from None
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     last: Optional[Exception] = None
     for attempt in range(5):  # several workers creating a server database's schema at once: one wins
         try:
-            with _first_open_lock(url):
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         except Exception as exc:
             last = exc
             if not is_integrity_race(exc):
@@ -83,15 +78,44 @@ def _pop_path(tree: dict, dotted: str) -> None:
     tree.pop(leaf, None)
 
 
-def derived_name(prefix: str, task_config: Mapping[str, Any], distributions: Mapping[str, BaseDistribution],
-                 ignore: Sequence[str]) -> str:
-    """Same objective and space -> same name (a rerun resumes); any change -> a new study. Pure."""
+IDENTITY_ATTR = "sweeper.identity"  # study user attribute: what its trials' scores depend on
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def identity(task_config: Mapping[str, Any], distributions: Mapping[str, BaseDistribution], ignore: Sequence[str],
+             extras: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
+    """What a study's scores depend on: the pinned config and the search space (without what does not change the
+    objective, and without the values trials choose), and what the app's preflight adds (e.g. the data's sha256).
+    Pure."""
     task = json.loads(json.dumps(task_config, default=str))
-    for key in [*ignore, *distributions]:  # what does not change the objective, and the values trials choose
+    for key in [*ignore, *distributions]:
         _pop_path(task, key)
-    identity = {"config": task, "space": {k: repr(v) for k, v in sorted(distributions.items())}}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{prefix}-{digest}"
+    space = {k: repr(v) for k, v in sorted(distributions.items())}
+    return {"config": _digest({"config": task, "space": space}), **{str(k): str(v) for k, v in (extras or {}).items()}}
+
+
+def derived_name(prefix: str, ident: Mapping[str, str]) -> str:
+    """Same identity -> same name (a rerun resumes); any change -> a new study. Pure."""
+    return f"{prefix}-{_digest(dict(ident))}"
+
+
+def check_identity(study: optuna.Study, ident: Mapping[str, str]) -> None:
+    """A study keeps the identity it was created with: other data or another configuration is refused."""
+    recorded = study.user_attrs.get(IDENTITY_ATTR)
+    if recorded is None:
+        study.set_user_attr(IDENTITY_ATTR, dict(ident))
+        return
+    differs = [k for k in sorted({*recorded, *ident}) if recorded.get(k) != ident.get(k)]
+    if differs:
+        what = ", ".join("another configuration or search space" if k == "config" else
+                         f"another {k} ({str(ident.get(k))[:12]}..., the study's: {str(recorded.get(k))[:12]}...)"
+                         for k in differs)
+        raise SweeperError(f"study {study.study_name!r} was created for other trials than this run's: {what}; "
+                           f"choose another hydra.sweeper.study_name (or leave it unset: the derived name follows "
+                           f"the configuration and the data)")
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str,

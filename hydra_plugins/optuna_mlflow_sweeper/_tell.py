@@ -18,9 +18,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from ._errors import describe
+from ._job import ERROR_ATTR, FAIL_REASON_ATTR
 from ._report import progress
 from ._state import RETURNED_ATTR, Launched, SweepState
-from .job import ERROR_ATTR, FAIL_REASON_ATTR
 
 
 def outcome(ret: JobReturn) -> tuple[Any, Optional[BaseException]]:

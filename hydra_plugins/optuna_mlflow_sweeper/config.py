@@ -79,6 +79,11 @@ class OptunaMlflowSweeperConf:
     identity: StudyIdentityConf = field(default_factory=StudyIdentityConf)
     # The config node through which each job learns its study, trial and run (a job.JobContext in the app's schema).
     job_context: str = "sweep"
+    # "module.function" called before any store is written, with the composed task config of the pinned values and
+    # of every extreme of the search space: it raises on what a trial would fail on (a bad data file, a value the
+    # model rejects), and may return a mapping (for the pinned config) that becomes part of the study's identity,
+    # e.g. the data's sha256, so that other data never continues a study.
+    preflight: Optional[str] = None
     final: FinalStageConf = field(default_factory=FinalStageConf)
     # A trial whose worker has not written a heartbeat for grace_period seconds is failed as stale.
     heartbeat_interval: int = 5

@@ -13,7 +13,8 @@ Beside that: the attribute names the sweeper writes on trials and studies, and t
 shares with the sweeper (redacting a URL's secrets, checking a tracking URI, opening an experiment).
 
 This module only re-exports: Hydra's plugin scan executes every public module of ``hydra_plugins`` again, which
-would give its classes a second identity; the definitions live in ``_job`` (the scan skips ``_`` modules).
+would give its classes a second identity; the definitions live in ``_job`` and ``_stores`` (the scan skips ``_``
+modules).
 """
 
 from ._job import (
@@ -26,16 +27,14 @@ from ._job import (
     RUN_ATTR,
     TRIAL,
     JobContext,
-    StoreError,
+    Terminated,
     TrialLink,
-    artifact_location,
-    check_tracking_uri,
     is_integrity_race,
     is_unreachable,
-    limit_http_retries,
-    open_experiment,
     redact,
+    sigterm_as_interrupt,
 )
+from ._stores import StoreError, artifact_location, check_tracking_uri, limit_http_retries, open_experiment
 
 __all__ = [
     "ERROR_ATTR",
@@ -48,6 +47,7 @@ __all__ = [
     "RUN_ATTR",
     "StoreError",
     "TRIAL",
+    "Terminated",
     "TrialLink",
     "artifact_location",
     "check_tracking_uri",
@@ -56,4 +56,5 @@ __all__ = [
     "limit_http_retries",
     "open_experiment",
     "redact",
+    "sigterm_as_interrupt",
 ]

@@ -127,7 +127,8 @@ def render(r: dict) -> str:
     lines = [f"## Gate and holdout, {r['date']} ({'small synthetic' if r['small'] else 'real data'})", "",
              f"Command: `{r['command']}`; configuration {' '.join(r['config'])}.", ""]
     if "holdout" in r:
-        lines += ["| split.method | test AP [95 % bootstrap interval] | test rows (frauds) | ROC AUC |", "|---|---|---|---|"]
+        lines += ["| split.method | test AP [95 % bootstrap interval] | test rows (frauds) | ROC AUC |",
+                  "|---|---|---|---|"]
         for method, h in r["holdout"].items():
             lines.append(f"| {method} | {h['test_pr_auc']:.4f} [{h['ci_low']:.4f}, {h['ci_high']:.4f}] | "
                          f"{h['test_rows']} ({h['test_frauds']}) | {h['test_roc_auc']:.4f} |")

@@ -1,0 +1,35 @@
+"""What a sweep checks before its first trial (``hydra.sweeper.preflight``): what a single run would check, for the
+pinned values and every extreme of the search space. A bad data file or a value the model rejects then fails the
+sweep in one line, instead of failing every trial until the failure budget is spent.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from src.config import Config, validate
+from src.data import load
+from src.model import build_model
+from src.split import split
+
+_CHECKED: dict[str, str] = {}  # a config's data, split and model, checked once per process -> the data's sha256
+
+
+def _check(typed: Config) -> str:
+    data = load(typed.dataset)
+    parts = split(data, typed.split, typed.evaluation)
+    # scikit-learn checks a forest's settings when it fits: one tree on a few rows of each class does it.
+    train = parts.train
+    rows = [*train[data.y[train] == 1][:5], *train[data.y[train] == 0][:15]]
+    build_model(typed.model).set_params(n_estimators=1, n_jobs=1).fit(data.X[rows], data.y[rows])
+    return data.sha256
+
+
+def check(cfg: DictConfig) -> dict[str, str]:
+    """Raises on what a trial with this config would fail on; returns the data's identity (its sha256), which
+    becomes part of the study's: fixing a file gives a fresh study, other data never continues one."""
+    typed = validate(cfg)
+    key = repr((typed.dataset, typed.split, typed.evaluation, typed.model))
+    if key not in _CHECKED:
+        _CHECKED[key] = _check(typed)
+    return {"data_sha256": _CHECKED[key]}
