@@ -1,9 +1,14 @@
-"""What the commands print: never a secret. Every write to stdout and stderr passes through ``redact`` (Hydra's
-own "Error executing job with overrides" line and tracebacks included, which print the command line's URIs)."""
+"""What the commands print: never a secret, and no library's chatter by default.
+
+Every write to stdout and stderr passes through ``redact`` (Hydra's own "Error executing job with overrides" line
+and tracebacks included, which print the command line's URIs). MLflow's and Alembic's log lines (INFO about
+creating tables, and their own report of an error this command then reports in one line) are off unless asked
+for: ``hydra.verbose=[mlflow,alembic]`` (Hydra's own switch) or ``-v`` for the registry command."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -48,3 +53,12 @@ def redacted_output() -> Iterator[None]:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = out, err
+
+
+LIBRARY_LOGGERS = ("mlflow", "alembic")
+
+
+def quiet_libraries() -> None:
+    """Hide the libraries' own log lines: every error that matters reaches this project's one-line report."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -148,7 +148,11 @@ def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
     """The dataset a config names; parsed or generated at most once per process."""
     if isinstance(cfg, SyntheticDatasetConfig):
         return _synthetic(cfg.n_rows, cfg.fraud_rate, cfg.seed)
-    path = Path(cfg.path).expanduser()
+    try:
+        path = Path(cfg.path).expanduser()
+    except RuntimeError:  # ~someone whose home folder is unknown
+        raise DataError(f"dataset.path={cfg.path}: no such file (no home folder for "
+                        f"{cfg.path.split('/', 1)[0]})") from None
     if not path.exists():
         if cfg.path != DEFAULT_PATH:
             raise DataError(f"dataset.path={cfg.path}: no such file (give the path of creditcard.csv, "

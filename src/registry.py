@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from hydra_plugins.optuna_mlflow_sweeper.job import StoreError, check_tracking_uri
 from src import gate
 from src.config import MlflowConfig, RegistryConfig, config_from_logged
-from src.console import redacted_output
+from src.console import quiet_libraries, redacted_output
 from src.errors import UserError, one_line
 from src.evaluation import fraud_proba
 
@@ -140,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.registry", description=__doc__)
     parser.add_argument("--tracking-uri", default=MlflowConfig().tracking_uri)
     parser.add_argument("--name", default=RegistryConfig().model_name, help="registered model name")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show MLflow's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="versions with their aliases, test scores, lineages and decisions")
     decide = sub.add_parser("decide", help="run the gate again for a version it left undecided")
@@ -153,6 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rollback.add_argument("--reason", required=True, help="why (recorded on the version)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not args.verbose:
+        quiet_libraries()
     with redacted_output():
         return _run(args)
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from hydra_plugins.optuna_mlflow_sweeper.job import FINAL, Terminated, sigterm_as_interrupt
 from src import cv_job, packaging
 from src.config import register_configs, validate
-from src.console import redacted_output
+from src.console import quiet_libraries, redacted_output
 from src.errors import UserError, disk_full, one_line
 
 register_configs()  # Hydra composes the config before main() runs: the schema must be known first.
@@ -33,10 +33,13 @@ def main(cfg: DictConfig) -> Any:
             _refuse_job_context(HydraConfig.get().overrides.task)
         typed = validate(cfg)
         return (packaging.run if typed.sweep.stage == FINAL else cv_job.run)(typed, cfg)
-    except UserError as exc:
+    except Exception as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        expected = one_line(exc) if isinstance(exc, UserError) else disk_full(exc)
+        if expected is None:
+            raise  # a bug: Hydra prints it (through the redacting stream)
+        print(f"error: {expected}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -57,6 +60,7 @@ def cli(entry: Callable[[], Any] | None = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this handler instead of Hydra's printer
+    quiet_libraries()
     with redacted_output(), sigterm_as_interrupt():
         try:
             (entry or main)()

@@ -41,9 +41,7 @@ def trials(stores, study="faults"):
 
 
 def runs(stores):
-    client = MlflowClient(stores.tracking_uri)
-    exp = client.get_experiment_by_name("creditcardfraud-sweep")
-    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return stores.runs()
 
 
 def in_fit(stores) -> bool:
@@ -221,3 +219,63 @@ def test_a_transient_tracking_error_never_makes_a_second_parent(stores, tmp_path
         assert len(parents) == 1
     finally:
         server.stop()
+
+
+def in_namespace_with_a_small_disk(tmp_path, body: str) -> subprocess.CompletedProcess:
+    """Run a shell script in a private mount namespace where $M is a tmpfs of 600 KiB (a real full disk: no root
+    needed, nothing mounted outside the namespace)."""
+    script = f"set -u\nM={tmp_path / 'disk'}\nmkdir -p $M\nmount -t tmpfs -o size=600k tmpfs $M\ncd {ROOT}\n{body}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_a_full_disk_is_one_line_and_the_store_is_usable_once_space_is_freed(tmp_path):
+    run = (f"{sys.executable} -m src.train {' '.join(SMALL)} mlflow.tracking_uri=sqlite:///$M/mlflow.db "
+           f"hydra.run.dir={tmp_path / 'run'}")
+    done = in_namespace_with_a_small_disk(tmp_path, f"""
+{run} 2> {tmp_path}/create.err; echo $? > {tmp_path}/create.rc; ls -a $M > {tmp_path}/create.ls
+mount -o remount,size=64m $M
+{run} 2> /dev/null; echo $? > {tmp_path}/first.rc
+avail=$(df -k --output=avail $M | tail -1); head -c $(( (avail - 40) * 1024 )) /dev/zero > $M/filler 2> /dev/null
+{run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc
+rm $M/filler
+{run} 2> /dev/null; echo $? > {tmp_path}/freed.rc
+{sys.executable} -c "from mlflow.tracking import MlflowClient as C; c = C('sqlite:///'+'$M/mlflow.db'); \\
+e = c.get_experiment_by_name('creditcardfraud-sweep'); \\
+print(sorted(r.info.status for r in c.search_runs([e.experiment_id])))" > {tmp_path}/runs.txt
+""")
+    assert done.returncode == 0, done.stderr
+    read = lambda name: (tmp_path / name).read_text().strip()  # noqa: E731
+    # 1. the disk is full while the store is created: one line, and no half-created store left behind
+    assert read("create.rc") == "2" and "Traceback" not in read("create.err")
+    assert read("create.err").splitlines()[-1].startswith("error: mlflow.tracking_uri=sqlite:///")
+    assert "the disk is full" in read("create.err") and "mlflow.db" not in read("create.ls").split()
+    # 2. with space, the same command works; 3. full again mid-run: one line; 4. freed: works, store intact
+    assert read("first.rc") == "0" and read("full.rc") == "2" and read("freed.rc") == "0"
+    assert read("full.err").splitlines()[-1].startswith("error: the disk is full")
+    assert "Traceback" not in read("full.err")
+    assert read("runs.txt").count("FINISHED") == 2
+
+
+def test_sigterm_is_handled_like_ctrl_c(stores):
+    from tests.test_sweeper import only_study, start_and_signal
+
+    done = start_and_signal(stores, signal.SIGTERM, "hydra.sweeper.n_trials=4", "model.n_estimators=200")
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "terminated (SIGTERM): rerun the same command to resume"
+    assert "Traceback" not in done.stderr
+    study = only_study(stores)
+    assert [t.user_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL] == ["interrupted"]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    statuses = {r.info.run_name: r.info.status for r in runs(stores)}
+    assert statuses[study.study_name] == "KILLED" and statuses["trial-001"] == "KILLED"
+
+
+def test_a_missing_database_driver_names_the_extra_and_hides_the_password(tmp_path):
+    shim = tmp_path / "shim" / "psycopg"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'psycopg'\")\n")
+    out = run_module("src.train", *SMALL, "mlflow.tracking_uri=postgresql://user:s3cret@127.0.0.1:9/db",
+                     f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPATH": str(tmp_path / "shim")})
+    assert_one_line_error(out, "the PostgreSQL driver cannot be imported", "pip install -e '.[postgres]'")
+    assert "s3cret" not in out.stderr + out.stdout and "user:***@" in out.stderr

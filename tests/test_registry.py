@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.helpers.cli import assert_one_line_error, run_module
+from tests.helpers.cli import ROOT, assert_one_line_error, run_module
 from tests.helpers.stores import SMALL, Stores
 
 pytestmark = pytest.mark.slow
@@ -218,3 +219,30 @@ def test_packaged_plots_keep_the_default_style(registry, tmp_path):
     pixels = (matplotlib.image.imread(path)[..., :3] * 255).round()
     ggplot_grey = ((pixels == 229).all(axis=-1)).mean()  # ggplot's axes background, #E5E5E5
     assert ggplot_grey < 0.01, f"{ggplot_grey:.0%} of the figure is ggplot's grey"
+
+
+def test_a_version_number_with_a_leading_zero_is_that_version(registry):
+    stores, _, _ = registry
+    client = stores.client()
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "promote", "01",
+                     "--reason", "confirmed")
+    assert out.returncode == 0, out.stderr
+    assert client.get_model_version(NAME, "1").tags.get("previous_champion") != "1"  # not its own predecessor
+
+
+def test_list_reads_a_store_on_a_read_only_file_system(registry, tmp_path):
+    stores, _, _ = registry
+    copy = tmp_path / "ro"
+    shutil.copytree(stores.root, copy, ignore=shutil.ignore_patterns("sweep*", "*.lock"))
+    script = (f"mount --bind {copy} {copy} && mount -o remount,ro,bind {copy} && cd {ROOT} && "
+              f"{sys.executable} -m src.registry --tracking-uri sqlite:///{copy / 'mlflow.db'} --name {NAME} list")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "champion" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_the_registry_refuses_another_tools_database(registry):
+    stores, _, _ = registry
+    out = run_module("src.registry", "--tracking-uri", stores.storage, "--name", NAME, "list")
+    assert_one_line_error(out, "is not an MLflow tracking store")

@@ -99,7 +99,7 @@ class TrialLink:
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
 _SECRET_QUERY = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd|token|access_token|auth_token|secret|"
-                           r"api_key|apikey|key)=)[^&;#\s]*")
+                           r"api_key|apikey|key)=)(?!\*\*\*)(?:[^&;#\s:]|:(?![\s]|$))*")  # (already hidden: left alone)
 
 
 def redact(url: str) -> str:

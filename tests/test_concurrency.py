@@ -1,0 +1,61 @@
+"""Two or three first runs at once on a fresh folder: all succeed and leave stores that every later command opens.
+
+Without care both MLflow and Optuna race to create a fresh SQLite file's schema ("table _alembic_tmp_... already
+exists"), and a process interrupted half-way can leave a store every later command refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers.cli import ROOT
+from tests.helpers.stores import QUIET, Stores
+
+pytestmark = pytest.mark.slow
+
+
+def together(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Start every command at the same moment and wait for all of them."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, "-m", *cmd], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for cmd in commands]
+    done = []
+    for cmd, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return done
+
+
+@pytest.mark.parametrize("round_, processes", [(1, 2), (2, 2), (3, 2), (4, 3), (5, 3)])
+def test_first_single_runs_started_together_all_succeed(tmp_path, round_, processes):
+    stores = Stores.at(tmp_path)
+    runs = together([["src.train", *QUIET, *stores.overrides(), f"hydra.run.dir={tmp_path / f'run{i}'}"]
+                     for i in range(processes)])
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(stores.tracking_uri)
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    assert len(client.search_runs([exp.experiment_id])) == processes
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".creating")]  # no temporary store left behind
+
+
+@pytest.mark.parametrize("round_, processes", [(1, 2), (2, 3)])
+def test_first_sweeps_on_one_study_started_together_all_succeed(tmp_path, round_, processes):
+    stores = Stores.at(tmp_path)
+    sweeps = together([["src.train", "--multirun", *QUIET, *stores.overrides(), "hydra.sweeper.n_trials=4",
+                        "hydra.sweeper.study_name=together", f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"]
+                       for i in range(processes)])
+    for done in sweeps:
+        assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="together", storage=stores.storage)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 4
+    client = MlflowClient(stores.tracking_uri)
+    exp = client.get_experiment_by_name("creditcardfraud-sweep")
+    parents = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_sweep'")
+    assert len(parents) == 1
