@@ -77,13 +77,14 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     first_fold_step = 0 if look is None else 1
 
     def on_look(trees: int, ap: float, seconds: float) -> None:
-        log(mlflow.log_metrics, {"val_pr_auc_first_look": ap, "fit_seconds": seconds}, step=0)
+        log(mlflow.log_metrics, tracking.shown_metrics({"val_pr_auc_first_look": ap, "fit_seconds": seconds}), step=0)
         assert link is not None
         link.report(0, ap, f"the first {trees} trees of fold 1")
 
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
-        log(mlflow.log_metrics, {"val_pr_auc_running_mean": mean_so_far, "fit_seconds": seconds}, step=fold)
+        log(mlflow.log_metrics, tracking.shown_metrics({"val_pr_auc_running_mean": mean_so_far,
+                                                        "fit_seconds": seconds}), step=fold)
         if link is not None:
             link.report(first_fold_step + fold, mean_so_far, f"fold {fold + 1}")
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
@@ -107,9 +108,9 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         if math.isfinite(result.pr_auc_std):
             metrics["val_pr_auc_std"] = result.pr_auc_std
         # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
-        log(mlflow.log_metrics, {k: v for k, v in metrics.items() if k != "fit_seconds"})
+        log(mlflow.log_metrics, tracking.shown_metrics({k: v for k, v in metrics.items() if k != "fit_seconds"}))
         for fold, value in enumerate(result.fold_pr_auc):
-            log(mlflow.log_metric, "val_pr_auc_fold", value, step=fold)
+            log(mlflow.log_metric, "val_pr_auc_fold", round(value, 4), step=fold)
         if cfg.mlflow.log_plots and log.lost is None:
             y_oof = data.y[result.oof_index]
             title = f"out-of-fold, {len(parts.folds)} fold(s)"
@@ -117,7 +118,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     if cfg.sweep.trial_number is None:
         print(f"val_pr_auc = {result.pr_auc:.4f} ± {result.pr_auc_std:.4f} (mean ± std over "
               f"{len(result.fold_pr_auc)} folds of the training split), val_roc_auc = {result.roc_auc:.4f}, "
-              f"fit {result.fit_seconds:.1f} s", file=sys.stderr)
+              f"fit {result.fit_seconds:.1f} s")  # the result: stdout
         if log.lost is not None:
             raise tracking.TrackingUnavailable(f"{log.lost}: this run's result (val_pr_auc {result.pr_auc:.4f}) was "
                                                f"not recorded")
@@ -131,5 +132,5 @@ def _same_as(twin: FrozenTrial, log: tracking.RunLogger) -> dict[str, Any]:
     kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_roc_auc") if isinstance(
         twin.user_attrs.get(k), (int, float))}
     metrics = {"val_pr_auc": float(twin.value), **kept, "fit_seconds": 0.0}
-    log(mlflow.log_metrics, metrics)
+    log(mlflow.log_metrics, tracking.shown_metrics(metrics))
     return {**metrics, **({"mlflow_lost": log.lost} if log.lost else {})}

@@ -49,12 +49,12 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
                                     seed=cfg.split.seed)
         returned.update(test_pr_auc=test.pr_auc, test_pr_auc_ci_low=test.pr_auc_ci_low,
                         test_pr_auc_ci_high=test.pr_auc_ci_high, test_roc_auc=test.roc_auc)
-        mlflow.log_metrics({**returned, "fit_seconds": test.fit_seconds})
+        mlflow.log_metrics(tracking.shown_metrics({**returned, "fit_seconds": test.fit_seconds}))
         figures = plots(data.y[parts.test], test.proba, cfg.evaluation.threshold, "held-out test split")
         tracking.log_figures(figures, folder="test_plots")
         print(f"test_pr_auc = {test.pr_auc:.4f} (95% bootstrap interval {test.pr_auc_ci_low:.4f} to "
               f"{test.pr_auc_ci_high:.4f}), test_roc_auc = {test.roc_auc:.4f}, on {len(parts.test)} held-out "
-              f"rows with {int(data.y[parts.test].sum())} frauds", file=sys.stderr)
+              f"rows with {int(data.y[parts.test].sum())} frauds")  # a result: stdout
         if cfg.registry.enabled:
             returned.update(_register_and_gate(client, cfg, data, parts, fitted, test))
     return returned
@@ -82,7 +82,7 @@ def _register_and_gate(client: MlflowClient, cfg: Config, data: Dataset, parts: 
         gate.apply(client, name, version, decision)
         where = {gate.PROMOTED: "champion", gate.KEPT: "challenger (champion unchanged)",
                  gate.UNDECIDED: "challenger, undecided"}[decision.decision]
-        print(f"registered {name} version {version} as {where}: {decision.reason}", file=sys.stderr)
+        print(f"registered {name} version {version} as {where}: {decision.reason}")  # the decision: stdout
         outcome = decision.decision
     registered = {"registered_model_name": name, "registered_model_version": version, "promotion_decision": outcome}
     mlflow.set_tags(registered)

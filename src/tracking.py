@@ -19,11 +19,13 @@ from mlflow.exceptions import MlflowException
 from hydra_plugins.optuna_mlflow_sweeper.job import (
     StoreError,
     check_tracking_uri,
+    how_to_open,
     is_integrity_race,
     is_unreachable,
     limit_http_retries,
     open_experiment,
     redact,
+    source_tags,
 )
 from src.config import Config
 from src.data import Dataset
@@ -132,7 +134,8 @@ def run_params(cfg: Config, data: Dataset) -> dict[str, Any]:
 
 
 def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
-    tags = {**cfg.mlflow.tags, "run_purpose": purpose, "data_sha256": data.sha256, "git_commit": git_commit()}
+    tags = {**source_tags(), **cfg.mlflow.tags, "run_purpose": purpose, "data_sha256": data.sha256,
+            "git_commit": git_commit()}
     if cfg.sweep.study_name:
         tags["optuna.study_name"] = cfg.sweep.study_name
     if cfg.sweep.trial_number is not None:
@@ -204,6 +207,12 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str, log: RunLogger) 
                 mlflow.end_run()
 
 
+def shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics as MLflow's UI shows them: scores to 4 decimals (what every printed AP has; the study keeps full
+    precision), seconds to 0.1 s, instead of 16 digits in every column."""
+    return {k: round(float(v), 1 if k.endswith("seconds") else 4) for k, v in metrics.items()}
+
+
 def log_dataset(data: Dataset, context: str) -> None:
     dataset = _mlflow_dataset(data)
     with warnings.catch_warnings():  # MLflow hints that Class is an integer column: it is, on purpose
@@ -224,13 +233,7 @@ def log_figures(figures: dict[str, Any], folder: str = "plots") -> None:
         plt.close(fig)
 
 
-def how_to_open(tracking_uri: str) -> str:
-    """What a user types to look at the runs: a local store needs `mlflow ui`, a server is already serving them."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {redact(tracking_uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {redact(tracking_uri)}"
-
-
 def print_run_location(run: mlflow.ActiveRun, tracking_uri: str) -> None:
-    print(f"MLflow run {run.info.run_id} in {redact(tracking_uri)} (to look at it: {how_to_open(tracking_uri)})",
-          file=sys.stderr)
+    """Where to look at a run: a result (stdout)."""
+    print("the run in the MLflow UI:\n" + "\n".join(f"  {line}" for line in how_to_open(
+        tracking_uri, run.info.experiment_id, run.info.run_id)))

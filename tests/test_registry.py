@@ -60,7 +60,7 @@ def test_best_trial_is_packaged_under_the_parent(registry):
         assert packaged.data.params[key.split(".")[-1]] == str(value)
     plots = {a.path for a in client.list_artifacts(packaged.info.run_id, "test_plots")}
     assert {"test_plots/confusion_matrix.png", "test_plots/precision_recall_curve.png"} <= plots
-    assert "test_pr_auc = " in first.stderr and "95% bootstrap interval" in first.stderr
+    assert "test_pr_auc = " in first.stdout and "95% bootstrap interval" in first.stdout  # a result: stdout
 
 
 def test_first_model_becomes_champion_and_loads_from_its_alias(registry):
@@ -100,7 +100,7 @@ def test_worse_challenger_does_not_replace_the_champion(registry):
     assert tags["compared_with_version"] == "1" and tags["lineage"] == client.get_model_version(NAME, "1").tags[
         "lineage"] and tags["test_split_uses"] == "2"
     assert "kept_champion" in challenger.description
-    assert "champion unchanged" in second.stderr
+    assert "champion unchanged" in second.stdout  # the gate's decision: stdout
 
 
 def test_registry_commands_promote_and_roll_back(registry):

@@ -57,12 +57,24 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
         assert run.data.tags["optuna.trial_number"] == str(t.number)  # MLflow -> Optuna
         assert run.data.tags["optuna.study_name"] == study.study_name
         assert run.info.status == "FINISHED" and run.data.tags["optuna.trial_state"] == "COMPLETE"
-        assert run.data.metrics["val_pr_auc"] == pytest.approx(t.value)
+        assert run.data.metrics["val_pr_auc"] == pytest.approx(t.value, abs=5e-5)  # shown to 4 decimals
         assert {"val_pr_auc_std", "val_roc_auc", "fit_seconds"} <= set(run.data.metrics)
+        assert run.data.tags["mlflow.source.name"] == "python -m src.train" and run.data.tags["mlflow.user"]
         assert run.data.params["max_depth"] == str(t.params["model.max_depth"])
         assert run.data.params["n_estimators"] == "5"  # pinned on the command line
     best = max(study.trials, key=lambda t: t.value)
     assert parent.data.tags["best_trial_run_id"] == best.user_attrs["mlflow_run_id"]
+    # the parent summarises the study: a description, the best params under bare names, the best value under the
+    # trials' own metric name, the search space in full
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"**Best**: trial {best.number}" in note and best.user_attrs["mlflow_run_id"] in note
+    assert f"{best.value:.4f} ± {best.user_attrs['val_pr_auc_std']:.4f}" in note and "model.n_estimators=5" in note
+    assert {k: parent.data.params[k] for k in ("max_depth", "min_samples_split", "min_samples_leaf")} == {
+        k.rsplit(".", 1)[-1]: str(v) for k, v in best.params.items()}
+    assert parent.data.metrics["val_pr_auc"] == pytest.approx(best.value)
+    assert parent.data.tags["mlflow.source.name"] == "python -m src.train"
+    space = stores.client().download_artifacts(parent.info.run_id, "study/search_space.yaml", str(stores.root))
+    assert "model.max_depth" in yaml.safe_load(open(space))["search_space"]
     history = stores.client().get_metric_history(parent.info.run_id, "best_val_pr_auc")
     assert [m.step for m in history] == [0, 1, 2, 3] and history[-1].value == pytest.approx(best.value)
     artifacts = {a.path for a in stores.client().list_artifacts(parent.info.run_id, "optuna")}
@@ -72,7 +84,11 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     assert res["best_value"] == pytest.approx(best.value) and res["parent_run_id"] == parent.info.run_id
     assert res["best_params"] == best.params and res["study_name"] == study.study_name
     assert res["storage"] == stores.storage and res["best_value_spread"] > 0
-    assert "mlflow ui --backend-store-uri" in out.stderr
+    # results on stdout, progress on stderr; where to look: the mlflow ui command, then the parent run's page
+    assert "mlflow ui -w 1 --backend-store-uri" in out.stdout and "best: trial" in out.stdout
+    url = out.stdout.strip().splitlines()[-1].strip()
+    assert url == f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert "COMPLETE value" not in out.stdout and "INFO mlflow" not in out.stderr + out.stdout
     assert sum("COMPLETE value" in line for line in out.stderr.splitlines()) == 4  # one progress line each
     # the first trial is the configured model (conf/model: unlimited depth, split 2, leaf 1), then the sampler's
     assert study.trials[0].params == {"model.max_depth": "none", "model.min_samples_split": 2,
@@ -95,8 +111,9 @@ def test_a_trial_growing_the_same_forests_as_an_earlier_one_takes_its_result(sto
         run = by_id[t.user_attrs["mlflow_run_id"]]
         assert run.data.tags["same_forest_as_trial"] == "0"
         assert run.data.tags["same_forest_as_run"] == first.user_attrs["mlflow_run_id"]
-        assert run.data.metrics["fit_seconds"] == 0 and run.data.metrics["val_pr_auc"] == pytest.approx(first.value)
-        assert run.data.metrics["val_pr_auc_std"] == pytest.approx(first.user_attrs["val_pr_auc_std"])
+        assert run.data.metrics["fit_seconds"] == 0
+        assert run.data.metrics["val_pr_auc"] == pytest.approx(first.value, abs=5e-5)
+        assert run.data.metrics["val_pr_auc_std"] == pytest.approx(first.user_attrs["val_pr_auc_std"], abs=5e-5)
     assert out.stderr.count("[the same forests as trial 0: its result, not refitted]") == 2
     # the same study on other data is refused (its identity holds the data's sha256): nothing mixes
     out = sweep(stores, "hydra.sweeper.n_trials=4", *same, "dataset.seed=1")
@@ -205,6 +222,14 @@ def test_median_pruner_stops_some_trials_early(stores):
     for t in pruned:
         # steps: without a first look (the default) fold k is step k - 1; stopped before the last fold
         assert min(t.intermediate_values) == 0 and max(t.intermediate_values) < 3
+    # pruned is not failed: its run's name says so; the table keeps its partial value out of the value column
+    names = {r.info.run_id: r.info.run_name for r in runs(stores, "hyperparameter_tuning")}
+    assert {names[t.user_attrs["mlflow_run_id"]] for t in pruned} == {f"trial-{t.number:03d} pruned" for t in pruned}
+    rows = {int(line.split()[0]): line for line in out.stdout.splitlines() if line.split()[:2][-1:] == ["PRUNED"]}
+    assert set(rows) == {t.number for t in pruned}
+    for t in pruned:
+        where, value = t.user_attrs["sweeper.partial"]
+        assert f"{value:.4f} after {where}" in rows[t.number] and where.startswith("fold ")
 
 
 def test_joblib_launcher_runs_trials_in_parallel_and_nests_them(stores):

@@ -15,7 +15,10 @@ def test_single_run_logs_a_complete_mlflow_run(stores):
     before = {p.name for p in ROOT.iterdir()}
     out = run_module("src.train", *SMALL, *stores.overrides(), "model.max_depth=12")
     assert out.returncode == 0, out.stderr
-    assert "val_pr_auc = " in out.stderr and " ± " in out.stderr  # the objective with its uncertainty
+    assert "val_pr_auc = " in out.stdout and " ± " in out.stdout  # the objective with its uncertainty: a result
+    assert "fold 1/3 done" in out.stderr and "val_pr_auc = " not in out.stderr  # progress: stderr
+    run_id_line = [line for line in out.stdout.splitlines() if "/#/experiments/" in line]
+    assert run_id_line and run_id_line[0].strip().startswith("http://127.0.0.1:5000/#/experiments/")
     client = stores.client()
     exp = client.get_experiment_by_name("creditcardfraud-sweep")
     (run,) = client.search_runs([exp.experiment_id])
@@ -29,6 +32,8 @@ def test_single_run_logs_a_complete_mlflow_run(stores):
     assert 0 < metrics["val_roc_auc"] <= 1 and metrics["fit_seconds"] > 0
     tags = run.data.tags
     assert tags["run_purpose"] == "hyperparameter_tuning"
+    assert tags["mlflow.source.name"].startswith("python -m src.train") and tags["mlflow.user"]  # where it came from
+    assert run.info.run_id in run_id_line[0]
     assert tags["model_family"] == "random_forest" and tags["problem_type"] == "fraud_detection"
     assert len(tags["data_sha256"]) == 64 and tags["git_commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

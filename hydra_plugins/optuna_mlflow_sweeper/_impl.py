@@ -36,7 +36,8 @@ from ._report import FINISHED, finish, shown, start_line, write_results
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
 from ._search_space import start_point, start_point_lost
 from ._state import SweepState
-from ._stores import StoreError, check_tracking_uri, open_experiment
+from ._stores import StoreError, check_tracking_uri, open_experiment, source_tags
+from ._summary import summarise
 from ._worker import Worker
 from .config import OptunaMlflowSweeperConf
 
@@ -126,7 +127,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
         client = GuardedClient(s.tracking_uri)
         parent_id = parent_run(client, experiment_id, study, created, self._parent_tags(study, url, space),
                                lambda: wait_for_parent(storage, study_id))
-        state = SweepState(s, study, storage, url, study_id, Runs(client, experiment_id, parent_id, dict(s.run_tags)),
+        tags = {**source_tags(), **s.run_tags}  # every run says where it came from (command, user, git commit)
+        state = SweepState(s, study, storage, url, study_id, Runs(client, experiment_id, parent_id, tags),
                            space, self.worker, time.monotonic(), Path(str(self.config.hydra.sweep.dir)))
         repair(state)
         if point and not created and start_point_lost(study.get_trials(deepcopy=False), point):
@@ -140,8 +142,11 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 start_line(state)
                 stop = _loop.run(state, self.launcher, heartbeat, _loop.batch_size(self.settings.n_jobs, self.config))
             results = finish(state, stop)
+            summarise(state)
             if stop == "complete" and enabled(self.settings.final.enabled):
                 run_final(state, self.launcher, results)
+                if "final_run_id" in results:  # (not when another worker runs the final stage)
+                    summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final")})
             finished_ok, status = True, "FINISHED"
             return results
         except TrackingDown as exc:
@@ -169,6 +174,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
     def _parent_tags(self, study: optuna.Study, url: str, space: Any) -> dict[str, str]:
         s = self.settings
         return {
+            **source_tags(),
             **s.run_tags,
             "run_purpose": SWEEP,
             "optuna.study_name": study.study_name,

@@ -31,6 +31,7 @@ RUN_ATTR = "mlflow_run_id"  # the trial -> MLflow link
 FAIL_REASON_ATTR = "fail_reason"  # error | nan | interrupted | stale... | surplus
 ERROR_ATTR = "error"
 NOTE_ATTR = "sweeper.note"  # a job's note for its progress line, e.g. why it did not refit
+PARTIAL_ATTR = "sweeper.partial"  # a pruned trial's last intermediate value and where it was taken: [what, value]
 # Study user attributes.
 PARENT_ATTR = "mlflow_parent_run_id"
 PRUNER_ATTR = "sweeper.pruner"
@@ -91,7 +92,9 @@ class TrialLink:
 
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after {what or f'step {step}'} (value so far {value:.4f})")
+            where = what or f"step {step}"
+            self.trial.set_user_attr(PARTIAL_ATTR, [where, value])  # not comparable with finished trials' values
+            raise optuna.TrialPruned(f"pruned after {where} (value so far {value:.4f})")
 
     def note(self, text: str) -> None:
         self.trial.set_user_attr(NOTE_ATTR, text)

@@ -15,8 +15,9 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ._job import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, redact
+from ._job import FAIL_REASON_ATTR, NOTE_ATTR, PARTIAL_ATTR, RUN_ATTR, redact
 from ._state import SweepState
+from ._stores import how_to_open
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -24,7 +25,13 @@ RESULTS_FILE = "optimization_results.yaml"
 
 
 def say(text: str) -> None:
+    """Progress and diagnostics: stderr."""
     print(text, file=sys.stderr, flush=True)
+
+
+def result(text: str) -> None:
+    """Results (the table, the best, where to look): stdout, so that `> log` keeps them."""
+    print(text, flush=True)
 
 
 def best_of(trials: Sequence[FrozenTrial], direction: str) -> Optional[FrozenTrial]:
@@ -130,36 +137,78 @@ def save_results(state: SweepState, results: dict[str, Any]) -> None:
     OmegaConf.save(OmegaConf.create(results), state.out_dir / RESULTS_FILE)
 
 
+def _partial(trial: FrozenTrial) -> str:
+    where_value = trial.user_attrs.get(PARTIAL_ATTR)
+    if trial.state != TrialState.PRUNED or not where_value:
+        return ""
+    where, value = where_value
+    return f"{value:.4f} after {where}"
+
+
 def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
+    """Every trial, best first; the value column holds only finished trials' values (comparable), a pruned
+    trial's partial value is in its own column with where it was taken."""
     s = state.settings
     sign = 1.0 if s.objective.direction == "maximize" else -1.0
-    rows = sorted(trials, key=lambda t: (t.state != TrialState.COMPLETE, -sign * (t.value or 0.0), t.number))
+    rows = sorted(trials, key=lambda t: (t.state != TrialState.COMPLETE, -sign * (t.value or 0.0)
+                                         if t.state == TrialState.COMPLETE else 0.0, t.number))
     keys = list(state.space.distributions)
     short = [k.rsplit(".", 1)[-1] for k in keys]
-    head = f"{s.objective.name} ± {s.objective.spread and 'spread' or ''}".rstrip(" ±")
-    lines = [f"{'trial':>5}  {'state':8}  {head:>16}  " + "  ".join(f"{c:>17}" for c in short)]
+    head = f"{s.objective.name}" + (" ± spread" if s.objective.spread else "")
+    lines = [f"{'trial':>5}  {'state':8}  {head:>20}  {'pruned at':>22}  " + "  ".join(f"{c:>17}" for c in short)]
     for t in rows:
         if t.user_attrs.get(FAIL_REASON_ATTR) == "surplus":
             continue
         value = t.value if t.state == TrialState.COMPLETE else None
-        lines.append(f"{t.number:>5}  {t.state.name:8}  {with_spread(value, _spread(state, t)):>16}  "
-                     + "  ".join(f"{_param(t.params.get(k, '-')):>17}" for k in keys))
+        lines.append(f"{t.number:>5}  {t.state.name:8}  {with_spread(value, _spread(state, t)):>20}  "
+                     f"{_partial(t):>22}  " + "  ".join(f"{_param(t.params.get(k, '-')):>17}" for k in keys))
     best = best_of(trials, s.objective.direction)
     summary = (f"best: trial {best.number}, {s.objective.name} {with_spread(best.value, _spread(state, best))}"
                if best else "no trial completed")
-    from ._runs import how_to_open
-
-    say("\n".join(["", f"study {state.study.study_name} ({redact(state.storage_url)})", *lines, summary,
-                   f"results: {state.out_dir / RESULTS_FILE}",
-                   f"open the runs: {how_to_open(s.tracking_uri)}  (parent run {state.runs.parent_id})"]))
+    look = how_to_open(s.tracking_uri, state.runs.experiment_id, state.runs.parent_id)
+    result("\n".join(["", f"study {state.study.study_name} ({redact(state.storage_url)})", *lines, summary,
+                      f"results: {state.out_dir / RESULTS_FILE}", "the study in the MLflow UI (its parent run):",
+                      *[f"  {line}" for line in look]]))
 
 
 def _param(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+FEW_TRIALS = 10  # below this many complete trials, importances are a guess
+
+
+def _readable_copy(state: SweepState) -> optuna.Study:
+    """The study in memory with bare parameter names (``max_depth``, not ``model.max_depth``: axis labels are cut
+    to a dozen characters) and without parameters every trial shares (an axis of one value says nothing)."""
+    from ._summary import bare_names
+
+    trials = [t for t in state.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    varying = [k for k in state.space.distributions if len({repr(t.params.get(k)) for t in trials}) > 1]
+    names = bare_names(varying)
+    copy = optuna.create_study(direction=state.settings.objective.direction)
+    copy.add_trials([optuna.trial.create_trial(
+        params={names[k]: t.params[k] for k in varying if k in t.params},
+        distributions={names[k]: t.distributions[k] for k in varying if k in t.distributions},
+        value=t.value) for t in trials])
+    return copy
+
+
+def _integer_axes(fig: Any, study: optuna.Study) -> None:
+    """Integer parameters on integer ticks (a parallel-coordinate axis is a twin axis per parameter)."""
+    from matplotlib.ticker import MaxNLocator
+    from optuna.distributions import IntDistribution
+
+    integer = {k for t in study.trials for k, d in t.distributions.items() if isinstance(d, IntDistribution)}
+    labels = [label.get_text() for label in fig.axes[0].get_xticklabels()]
+    for ax, name in zip(fig.axes[1:], labels[1:], strict=False):
+        if name in integer:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def log_plots(state: SweepState) -> None:
-    """Optuna's history, importances and parallel coordinates on the parent run. Drawn inside a style context:
+    """Optuna's history, importances and parallel coordinates on the parent run, readable in the UI (bare names,
+    integer axes, a note when few trials support the importances, 1000 x 650 px). Drawn inside a style context:
     optuna.visualization.matplotlib switches the global style to ggplot, which later figures would inherit."""
     import matplotlib
 
@@ -167,9 +216,11 @@ def log_plots(state: SweepState) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    complete = [t for t in state.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    study = _readable_copy(state)
+    study.set_metric_names([state.settings.objective.name])
+    n = len(study.trials)
     plots = {"optimization_history.png": ovm.plot_optimization_history}
-    if len(complete) >= 2:
+    if n >= 2 and study.trials[0].params:
         plots["param_importances.png"] = ovm.plot_param_importances
         plots["parallel_coordinate.png"] = ovm.plot_parallel_coordinate
     for name, plot in plots.items():
@@ -177,9 +228,13 @@ def log_plots(state: SweepState) -> None:
             warnings.simplefilter("ignore")
             fig = None
             try:
-                ax = plot(state.study)
+                ax = plot(study)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-                fig.set_size_inches(9, 6)
+                fig.set_size_inches(10, 6.5)
+                if name == "parallel_coordinate.png":
+                    _integer_axes(fig, study)
+                if name == "param_importances.png" and n < FEW_TRIALS:
+                    fig.axes[0].set_title(f"{fig.axes[0].get_title()}\nfrom only {n} complete trials: a rough guess")
                 fig.tight_layout()
                 state.runs.client.log_figure(state.runs.parent_id, fig, f"optuna/{name}")
             except (ValueError, RuntimeError, optuna.exceptions.OptunaError) as exc:  # e.g. no variation

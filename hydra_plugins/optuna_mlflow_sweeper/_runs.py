@@ -139,10 +139,3 @@ def restore_run(runs: Runs, run: Any, params: Mapping[str, Any], metrics: Mappin
         "optuna.trial_state": "COMPLETE",
         "repaired": "restored from the Optuna study after the tracking server was unreachable; plots and some "
                     "params may be missing"})
-
-
-def how_to_open(tracking_uri: str) -> str:
-    """What a user types to look at the runs: a local store needs `mlflow ui`, a server is already serving them."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {redact(tracking_uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {redact(tracking_uri)}"

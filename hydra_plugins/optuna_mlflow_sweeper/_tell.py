@@ -74,7 +74,10 @@ def tell(state: SweepState, item: Launched, ret: JobReturn) -> None:
         return
     if isinstance(exc, optuna.TrialPruned):
         state.study.tell(item.trial, state=TrialState.PRUNED)
-        state.runs.end(item.run_id, "KILLED", {"optuna.trial_state": "PRUNED"})
+        # KILLED, as MLflow has no "pruned" status: the run's name says it, so that the run list tells a pruned
+        # trial from a failed one without opening it.
+        state.runs.end(item.run_id, "KILLED", {"optuna.trial_state": "PRUNED",
+                                               "mlflow.runName": f"trial-{item.number:03d} pruned"})
         progress(state, item.number, "PRUNED", None, str(exc))
         return
     tell_failed(state, item, "error", describe(exc))

@@ -23,6 +23,7 @@ from ._job import (
     FINAL,
     NOTE_ATTR,
     PARENT_ATTR,
+    PARTIAL_ATTR,
     PRUNER_ATTR,
     RUN_ATTR,
     TRIAL,
@@ -34,7 +35,16 @@ from ._job import (
     redact,
     sigterm_as_interrupt,
 )
-from ._stores import StoreError, artifact_location, check_tracking_uri, limit_http_retries, open_experiment
+from ._stores import (
+    StoreError,
+    artifact_location,
+    check_tracking_uri,
+    how_to_open,
+    limit_http_retries,
+    open_experiment,
+    source_tags,
+    ui_url,
+)
 
 __all__ = [
     "ERROR_ATTR",
@@ -43,6 +53,7 @@ __all__ = [
     "JobContext",
     "NOTE_ATTR",
     "PARENT_ATTR",
+    "PARTIAL_ATTR",
     "PRUNER_ATTR",
     "RUN_ATTR",
     "StoreError",
@@ -51,10 +62,13 @@ __all__ = [
     "TrialLink",
     "artifact_location",
     "check_tracking_uri",
+    "how_to_open",
     "is_integrity_race",
     "is_unreachable",
     "limit_http_retries",
     "open_experiment",
     "redact",
     "sigterm_as_interrupt",
+    "source_tags",
+    "ui_url",
 ]

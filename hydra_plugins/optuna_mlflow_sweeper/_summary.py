@@ -1,0 +1,97 @@
+"""The parent run as the study's summary: what a person opening it in the MLflow UI should see without digging.
+
+- its description (MLflow's run note): the best trial with its value ± spread and a link to its run, the counts,
+  what was pinned, and the final stage's run and registered version (links) once known;
+- the best trial's parameters as the parent's own params, under their bare names (MLflow params never change: they
+  are those of the best trial when first logged; a later, better trial is named in the description and tags);
+- the best value under the trials' own metric names, so one column compares the parent with its trials;
+- the search space and the pinned values in full, as an artifact (a tag is cut short in the UI).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from mlflow.entities import Param
+from optuna.trial import FrozenTrial
+
+from ._job import RUN_ATTR
+from ._report import best_of, counts, shown, with_spread
+from ._state import SweepState
+
+log = logging.getLogger(__name__)
+NOTE_TAG = "mlflow.note.content"
+
+
+def bare_names(keys: Sequence[str]) -> dict[str, str]:
+    """``model.max_depth`` -> ``max_depth``; the full key where two bare names would collide. Pure."""
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (b if short.count(b) == 1 else k) for k, b in zip(keys, short, strict=True)}
+
+
+def _run_link(state: SweepState, run_id: str, text: str) -> str:
+    return f"[{text}](#/experiments/{state.runs.experiment_id}/runs/{run_id})"
+
+
+def description(state: SweepState, trials: Sequence[FrozenTrial], final: Optional[dict[str, Any]]) -> str:
+    s = state.settings
+    best = best_of(trials, s.objective.direction)
+    n = counts(trials)
+    lines = [f"**Optuna study** `{state.study.study_name}`: {s.objective.direction} `{s.objective.name}`; "
+             f"{n['n_complete']} complete, {n['n_pruned']} pruned, {n['n_failed']} failed of {s.n_trials} trials."]
+    if best is not None:
+        spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
+        run = best.user_attrs.get(RUN_ATTR)
+        where = f" ({_run_link(state, run, f'trial-{best.number:03d}')})" if run else ""
+        params = ", ".join(f"{bare_names(list(best.params))[k]}={v}" for k, v in best.params.items())
+        lines.append(f"**Best**: trial {best.number}{where}, `{s.objective.name}` "
+                     f"**{with_spread(best.value, spread)}**; {params}.")
+    else:
+        lines.append("**Best**: no trial completed yet.")
+    pinned = ", ".join(f"{k}={v}" for k, v in shown(state.space.pinned).items()) or "nothing"
+    lines.append(f"**Pinned**: {pinned}. **Search space**: "
+                 + ", ".join(f"{k}: `{v}`" for k, v in state.space.expressions.items()) + " (in full: artifact "
+                 "`study/search_space.yaml`).")
+    if final:
+        text = f"**{s.final.run_name}**: {_run_link(state, final['run_id'], final['run_id'][:8])}"
+        returned = final.get("returned") or {}
+        name, version = returned.get("registered_model_name"), returned.get("registered_model_version")
+        if name and version:
+            text += f"; registered [{name} version {version}](#/models/{name}/versions/{version})"
+        extra = {k: v for k, v in returned.items() if k not in ("registered_model_name", "registered_model_version")}
+        if extra:
+            text += "; " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
+        lines.append(text + ".")
+    return "\n\n".join(lines)
+
+
+def summarise(state: SweepState, final: Optional[dict[str, Any]] = None) -> None:
+    """Write the summary on the parent run (best effort: the study itself holds every result)."""
+    if state.runs.down:
+        return
+    client, parent = state.runs.client, state.runs.parent_id
+    trials = state.study.get_trials(deepcopy=False)
+    s = state.settings
+    best = best_of(trials, s.objective.direction)
+    client.set_tag(parent, NOTE_TAG, description(state, trials, final))
+    client.log_dict(parent, {"search_space": dict(state.space.expressions), "pinned": shown(state.space.pinned),
+                             "objective": {"name": s.objective.name, "direction": s.objective.direction}},
+                    "study/search_space.yaml")
+    if best is None:
+        return
+    client.log_metric(parent, s.objective.name, best.value)
+    spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
+    if isinstance(spread, (int, float)):
+        client.log_metric(parent, str(s.objective.spread), spread)
+    names = bare_names(list(best.params))
+    logged = client.get_run(parent).data.params
+    wanted = {names[k]: str(v) for k, v in best.params.items()}
+    if any(logged.get(k) not in (None, v) for k, v in wanted.items()):
+        client.set_tag(parent, "best_params_since", f"trial {best.number}: " + ", ".join(
+            f"{k}={v}" for k, v in wanted.items()))  # params are immutable: the newer best goes in a tag
+        return
+    missing = [Param(k, v) for k, v in wanted.items() if k not in logged]
+    if missing:
+        client.log_batch(parent, params=missing)
