@@ -6,6 +6,8 @@ Only the sweeper launches this job (``sweep.stage=final``), once per study and b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from typing import Any
 
@@ -146,7 +148,8 @@ def _trial_tags(cfg: Config) -> dict[str, str]:
 def _register(client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]) -> str:
     """The version, created with its lineage, test score and decision already written."""
     try:
-        mv = mlflow.register_model(model_uri, name, tags=tags)
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Successfully registered ..." chatter
+            mv = mlflow.register_model(model_uri, name, tags=tags)
     except MlflowException as exc:
         raise gate.RegistryError(f"registry.model_name={name!r}: {one_line(exc)}") from None
     return str(mv.version)

@@ -32,7 +32,7 @@ from ._final import enabled, run_final
 from ._heartbeat import TrialHeartbeat
 from ._job import PRUNER_ATTR, redact, sigterm_as_interrupt
 from ._repair import abandon_own_trials, repair
-from ._report import FINISHED, finish, shown, start_line, write_results
+from ._report import FINISHED, finish, shown, start_line, where_to_look, write_results
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
 from ._search_space import start_point, start_point_lost
 from ._state import SweepState
@@ -147,6 +147,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 run_final(state, self.launcher, results)
                 if "final_run_id" in results:  # (not when another worker runs the final stage)
                     summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final")})
+            where_to_look(state)
             finished_ok, status = True, "FINISHED"
             return results
         except TrackingDown as exc:

@@ -84,7 +84,8 @@ def progress(state: SweepState, number: int, label: str, value: Optional[float],
     s = state.settings
     best = best_of(trials, s.objective.direction)
     if best is not None and not state.runs.down:
-        state.runs.client.log_metric(state.runs.parent_id, f"best_{s.objective.name}", best.value, step=number)
+        state.runs.client.log_metric(state.runs.parent_id, f"best_{s.objective.name}", round(best.value, 4),
+                                     step=number)
         if label == "COMPLETE" and best.number == number:
             state.runs.client.set_tag(state.runs.parent_id, "best_trial_run_id", best.user_attrs.get(RUN_ATTR, ""))
             state.runs.client.set_tag(state.runs.parent_id, "best_trial_number", str(best.number))
@@ -165,10 +166,14 @@ def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
     best = best_of(trials, s.objective.direction)
     summary = (f"best: trial {best.number}, {s.objective.name} {with_spread(best.value, _spread(state, best))}"
                if best else "no trial completed")
-    look = how_to_open(s.tracking_uri, state.runs.experiment_id, state.runs.parent_id)
     result("\n".join(["", f"study {state.study.study_name} ({redact(state.storage_url)})", *lines, summary,
-                      f"results: {state.out_dir / RESULTS_FILE}", "the study in the MLflow UI (its parent run):",
-                      *[f"  {line}" for line in look]]))
+                      f"results: {state.out_dir / RESULTS_FILE}"]))
+
+
+def where_to_look(state: SweepState) -> None:
+    """The sweep's last lines: how to open its parent run in the MLflow UI."""
+    look = how_to_open(state.settings.tracking_uri, state.runs.experiment_id, state.runs.parent_id)
+    result("\n".join(["the study in the MLflow UI (its parent run):", *[f"  {line}" for line in look]]))
 
 
 def _param(value: Any) -> str:

@@ -81,10 +81,10 @@ def summarise(state: SweepState, final: Optional[dict[str, Any]] = None) -> None
                     "study/search_space.yaml")
     if best is None:
         return
-    client.log_metric(parent, s.objective.name, best.value)
+    client.log_metric(parent, s.objective.name, round(best.value, 4))  # 4 decimals, as every value is printed
     spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
     if isinstance(spread, (int, float)):
-        client.log_metric(parent, str(s.objective.spread), spread)
+        client.log_metric(parent, str(s.objective.spread), round(spread, 4))
     names = bare_names(list(best.params))
     logged = client.get_run(parent).data.params
     wanted = {names[k]: str(v) for k, v in best.params.items()}
