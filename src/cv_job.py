@@ -19,7 +19,7 @@ import mlflow
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.optuna_mlflow_sweeper.job import RUN_ATTR, TrialLink
+from hydra_plugins.optuna_mlflow_sweeper.job import RUN_ATTR, TrialLink, check_interrupted
 from src import tracking
 from src.config import Config
 from src.data import load
@@ -82,6 +82,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         link.report(0, ap, f"the first {trees} trees of fold 1")
 
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
+        check_interrupted()  # a Ctrl-C or SIGTERM that a library's callback swallowed stops the run here
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
         log(mlflow.log_metrics, tracking.shown_metrics({"val_pr_auc_running_mean": mean_so_far,
                                                         "fit_seconds": seconds}), step=fold)

@@ -209,8 +209,8 @@ def tracked_run(cfg: Config, experiment_id: str, run_name: str, log: RunLogger) 
 
 def shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Metrics as MLflow's UI shows them: scores to 4 decimals (what every printed AP has; the study keeps full
-    precision), seconds to 0.1 s, instead of 16 digits in every column."""
-    return {k: round(float(v), 1 if k.endswith("seconds") else 4) for k, v in metrics.items()}
+    precision), seconds to the millisecond, instead of 16 digits in every column."""
+    return {k: round(float(v), 3 if k.endswith("seconds") else 4) for k, v in metrics.items()}
 
 
 def log_dataset(data: Dataset, context: str) -> None:

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from hydra_plugins.optuna_mlflow_sweeper.job import StoreError, check_tracking_uri, redact
+from hydra_plugins.optuna_mlflow_sweeper.job import StoreError, check_tracking_uri, how_to_open, redact
 
 
 def _closed_port() -> int:
@@ -50,3 +50,15 @@ def test_unreachable_tracking_server_fails_fast():
 )
 def test_redact(url, shown):
     assert redact(url) == shown
+
+
+@pytest.mark.parametrize("uri, lines", [
+    ("sqlite:////tmp/m.db", ["mlflow ui -w 1 --backend-store-uri sqlite:////tmp/m.db   (start it first, then open:)",
+                             "http://127.0.0.1:5000/#/experiments/3/runs/abc"]),
+    ("postgresql://me:pw@db/mlflow", ["mlflow ui -w 1 --backend-store-uri postgresql://me:***@db/mlflow   (start it "
+                                      "first, then open:)", "http://127.0.0.1:5000/#/experiments/3/runs/abc"]),
+    ("http://127.0.0.1:5055", ["http://127.0.0.1:5055/#/experiments/3/runs/abc"]),  # a server serves the UI itself
+    ("https://me:pw@mlflow.example.org/", ["https://mlflow.example.org/#/experiments/3/runs/abc"]),  # no userinfo
+])
+def test_where_to_look_is_the_run_page_and_never_shows_a_password(uri, lines):
+    assert how_to_open(uri, "3", "abc") == lines

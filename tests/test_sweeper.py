@@ -260,7 +260,7 @@ def start_and_signal(stores, sig, *overrides) -> subprocess.CompletedProcess:
         while time.time() < deadline:
             names = stores.study_names()
             trials = optuna.load_study(study_name=names[0], storage=stores.storage).trials if names else []
-            if any(t.number == 1 and t.state == TrialState.RUNNING for t in trials):
+            if any(t.number == 1 and t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials):
                 break
             time.sleep(0.2)
         else:

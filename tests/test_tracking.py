@@ -1,9 +1,8 @@
 """Where runs go: tracking URIs are checked before any work, secrets never reach logs."""
 
-import pytest
 from omegaconf import OmegaConf
 
-from src.tracking import connect, how_to_open, loggable_config
+from src.tracking import connect, loggable_config
 
 
 def test_experiment_is_created_once_with_artifacts_beside_the_store(tmp_path):
@@ -13,16 +12,6 @@ def test_experiment_is_created_once_with_artifacts_beside_the_store(tmp_path):
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient(uri).get_experiment(first).artifact_location == (tmp_path / "mlruns").as_uri()
-
-
-@pytest.mark.parametrize("uri, shown", [
-    ("sqlite:///mlflow.db", "mlflow ui --backend-store-uri sqlite:///mlflow.db"),
-    ("postgresql://me:pw@db/mlflow", "mlflow ui --backend-store-uri postgresql://me:***@db/mlflow"),
-    ("http://127.0.0.1:5000", "open http://127.0.0.1:5000 in a browser"),       # a server already serves the UI
-    ("https://me:pw@mlflow.example.org", "open https://me:***@mlflow.example.org in a browser"),
-])
-def test_how_to_open_the_runs_never_shows_a_password(uri, shown):
-    assert how_to_open(uri) == shown
 
 
 def test_logged_config_hides_the_storage_password():

@@ -30,7 +30,7 @@ from ._errors import SweeperError, TrackingDown
 from ._factories import FactoryError, dry_run, make_pruner, make_sampler
 from ._final import enabled, run_final
 from ._heartbeat import TrialHeartbeat
-from ._job import PRUNER_ATTR, redact, sigterm_as_interrupt
+from ._job import PRUNER_ATTR, interrupt_handled, redact, sigterm_as_interrupt
 from ._repair import abandon_own_trials, repair
 from ._report import FINISHED, finish, shown, start_line, where_to_look, write_results
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
@@ -161,6 +161,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 f"the same command once the server is back: the MLflow runs are repaired from the study and the "
                 f"sweep continues") from None
         except (KeyboardInterrupt, SystemExit):
+            interrupt_handled()
             reason, status = "interrupted", "KILLED"
             raise
         finally:

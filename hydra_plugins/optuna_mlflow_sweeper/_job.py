@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     import optuna
@@ -90,6 +91,7 @@ class TrialLink:
         """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
         import optuna
 
+        check_interrupted()  # a Ctrl-C or SIGTERM a library swallowed stops the job here, between two steps
         self.trial.report(value, step)
         if self.trial.should_prune():
             where = what or f"step {step}"
@@ -139,18 +141,47 @@ class Terminated(KeyboardInterrupt):
     running trial as interrupted and ends its runs KILLED, as for Ctrl-C."""
 
 
+# A signal's exception is raised wherever Python happens to be; inside a garbage-collector or weakref callback
+# (SQLAlchemy has many) CPython prints "Exception ignored" and goes on, and the interrupt is lost. So the handler
+# also records it, and the sweep and its jobs re-raise it at the next safe point (check_interrupted).
+_PENDING: list[KeyboardInterrupt] = []
+
+
+def check_interrupted() -> None:
+    """Raise the interrupt a signal handler raised where it could not propagate (see _PENDING)."""
+    if _PENDING:
+        raise _PENDING.pop()
+
+
+def interrupt_handled() -> None:
+    """The interrupt reached its handler: nothing is pending any more."""
+    _PENDING.clear()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While the block runs (in the main thread), SIGTERM raises Terminated instead of ending the process at once."""
+    """While the block runs (in the main thread): SIGTERM raises Terminated, SIGINT KeyboardInterrupt, each also
+    recorded so that check_interrupted raises it if it was swallowed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise Terminated("SIGTERM")
+        exc = Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+        _PENDING[:] = [exc]
+        raise exc
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    default_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:  # the interrupt is pending, not lost: no "Exception ignored" traceback
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            default_hook(info)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = default_hook
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -21,7 +21,7 @@ from . import _search_space
 from ._errors import SweeperError, TrackingDown, describe
 from ._factories import make_sampler
 from ._heartbeat import TrialHeartbeat
-from ._job import FAIL_REASON_ATTR, RUN_ATTR
+from ._job import FAIL_REASON_ATTR, RUN_ATTR, check_interrupted
 from ._repair import repair
 from ._report import FINISHED, say
 from ._runs import TRIAL
@@ -46,6 +46,7 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
     s = state.settings
     launched = False
     while True:
+        check_interrupted()
         trials = state.study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
