@@ -361,3 +361,21 @@ def test_objective_is_named_in_the_study(stores):
     out = sweep(stores, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=named")
     assert out.returncode == 0, out.stderr
     assert optuna.load_study(study_name="named", storage=stores.storage).metric_names == ["val_pr_auc"]
+
+
+def test_composing_once_gives_each_job_the_config_hydra_composes(tmp_path):
+    """hydra.sweeper.compose_once (the default) copies the first trial's config instead of composing each trial's
+    again: every job's config, overrides and Hydra config are the ones Hydra's own composition gives."""
+    from tests.helpers.stores import Stores
+
+    for mode in ("true", "false"):
+        (tmp_path / mode).mkdir()
+        out = sweep(Stores.at(tmp_path / mode), "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=same",
+                    f"hydra.sweeper.compose_once={mode}", "registry.enabled=true")
+        assert out.returncode == 0, out.stderr
+    for job in ("0", "1", "2", "final"):
+        for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            fast, full = ((tmp_path / m / "sweep" / job / ".hydra" / name).read_text().replace(str(tmp_path / m), "X")
+                          for m in ("true", "false"))
+            keep = [line for line in fast.splitlines() if "run_id" not in line and "compose_once" not in line]
+            assert keep == [line for line in full.splitlines() if "run_id" not in line and "compose_once" not in line]

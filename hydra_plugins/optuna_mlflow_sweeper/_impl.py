@@ -31,6 +31,7 @@ from ._factories import FactoryError, dry_run, make_pruner, make_sampler
 from ._final import enabled, run_final
 from ._heartbeat import TrialHeartbeat
 from ._job import PRUNER_ATTR, interrupt_handled, redact, sigterm_as_interrupt
+from ._jobs import Jobs
 from ._repair import abandon_own_trials, repair
 from ._report import FINISHED, finish, shown, start_line, where_to_look, write_results
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
@@ -87,8 +88,9 @@ class OptunaMlflowSweeperImpl(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
+        launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
+        self.launcher = Jobs(launcher, hydra_context, task_function, config, self.settings.compose_once)
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None

@@ -66,6 +66,9 @@ class OptunaMlflowSweeperConf:
     max_failures: int = 5
     # Trials launched together (one batch for the launcher). Default: hydra.launcher.n_jobs, else 1.
     n_jobs: Optional[int] = None
+    # With Hydra's basic launcher, compose a trial's config once and set each trial's values on a copy, instead of
+    # composing the whole config again per trial (~0.2 s each). Other launchers are used as they are.
+    compose_once: bool = True
     # Search space: key -> Hydra sweep expression.
     params: dict[str, str] = field(default_factory=dict)
     # Where the parent and trial runs go.
