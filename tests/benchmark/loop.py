@@ -85,7 +85,7 @@ def plain_loop(store: Path, n_trials: int) -> dict:
 def ours(store: Path, n_trials: int, *extra: str) -> dict:
     from mlflow.tracking import MlflowClient
 
-    name = "ours" + "".join(f"-{e.rsplit('.', 1)[-1]}" for e in extra)
+    name = "ours" + "".join(f"-{e.rsplit('.', 1)[-1].replace('=', '_')}" for e in extra)
     tracking = f"sqlite:///{store / f'{name}-mlflow.db'}"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "src.train", "--multirun", *DATA, "registry.enabled=false",
