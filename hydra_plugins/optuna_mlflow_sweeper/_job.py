@@ -1,16 +1,6 @@
-"""The job's side of the sweep (published by job.py: a task imports that module, never this one).
-
-The sweeper passes plain overrides to the jobs it launches (they may run in other processes or on other machines):
-``<job_context>.study_name``, ``.storage``, ``.trial_number``, ``.parent_run_id``, ``.run_id`` and ``.stage``, the
-fields of :class:`JobContext`, which the task's config schema includes under the node named by the sweeper's
-``job_context`` setting. A job finds its Optuna trial again through the shared storage (:class:`TrialLink`).
-
-The contract back is the task's return value: a number (the objective), or a mapping holding the objective under
-``objective.name`` and other values (numbers or short strings) that the sweeper keeps on the trial. A job that
-raises ``optuna.TrialPruned`` is PRUNED; any other exception fails the trial.
-
-Importing this module is cheap: optuna is imported only when a link is opened.
-"""
+"""The job's side of the sweep, as job.py publishes it (the contract is described there): the context a job is
+given, its link to its trial, the attribute names, URL redaction and interrupts. Importing it is cheap: optuna is
+imported only when a link is opened."""
 
 from __future__ import annotations
 
