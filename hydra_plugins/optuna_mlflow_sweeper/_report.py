@@ -239,7 +239,8 @@ def log_plots(state: SweepState) -> None:
                 if name == "parallel_coordinate.png":
                     _integer_axes(fig, study)
                 if name == "param_importances.png" and n < FEW_TRIALS:
-                    fig.axes[0].set_title(f"{fig.axes[0].get_title()}\nfrom only {n} complete trials: a rough guess")
+                    title = fig.axes[0].get_title(loc="left")  # (Optuna's title is left-aligned)
+                    fig.axes[0].set_title(f"{title}: from only {n} complete trials, a rough guess", loc="left")
                 fig.tight_layout()
                 state.runs.client.log_figure(state.runs.parent_id, fig, f"optuna/{name}")
             except (ValueError, RuntimeError, optuna.exceptions.OptunaError) as exc:  # e.g. no variation
