@@ -181,3 +181,33 @@ def test_the_heartbeat_thread_is_joined_when_its_block_ends():
     after = len(beats)
     time.sleep(0.2)
     assert after >= 2 and len(beats) == after and not periodic._thread.is_alive()
+
+
+KILLED_MID_WRITE = """
+import os, signal, sqlite3, sys
+db, tables = sys.argv[1], sys.argv[2].split(",")
+con = sqlite3.connect(db)
+for table in tables:
+    con.execute(f"CREATE TABLE {table} (x)")
+con.commit()
+con.execute("PRAGMA cache_size=1")  # so that the uncommitted pages spill into the file (the journal is hot)
+con.execute("BEGIN IMMEDIATE")
+for _ in range(200):
+    con.execute(f"INSERT INTO {tables[0]} VALUES (?)", ("z" * 4000,))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("tool, tables", [("mlflow", "experiments,runs"), ("optuna", "studies,trials,version_info")])
+def test_a_store_left_with_a_hot_journal_by_a_killed_process_is_still_recognised(tmp_path, tool, tables):
+    """A process killed in the middle of a write leaves a hot journal beside the SQLite file: the next open rolls
+    it back, which a read-only connection cannot do. The store must still be recognised as the tool's own."""
+    import subprocess
+    import sys
+
+    from hydra_plugins.optuna_mlflow_sweeper._stores import check_sqlite
+
+    db = tmp_path / f"{tool}.db"
+    subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(db), tables], check=False)
+    assert (tmp_path / f"{tool}.db-journal").exists()  # the killed transaction's hot journal
+    check_sqlite(f"sqlite:///{db}", "key", tool)  # recognised, no error

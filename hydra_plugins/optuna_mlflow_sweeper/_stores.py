@@ -55,8 +55,18 @@ def sqlite_owner(path: Path) -> Optional[str]:
     with open(path, "rb") as fh:
         if fh.read(16) != SQLITE_HEADER:
             return "not a database"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as con:
-        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = None
+    # Read-write first: after a crash the file may hold a hot journal, which SQLite rolls back on the next open
+    # and which a read-only connection refuses ("attempt to write a readonly database"). Reading the table list
+    # adds nothing. Read-only for a store on a read-only file system.
+    for mode in ("rw", "ro"):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=30)) as con:
+                tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            break
+        except sqlite3.OperationalError:
+            if mode == "ro":
+                raise
     if not tables:
         return None
     for owner, marks in OWNERS.items():
