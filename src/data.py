@@ -136,8 +136,8 @@ def _parse(path: str) -> pd.DataFrame:
 
 
 # Parsing and checking the 150 MB CSV takes ~1.6 s in every new process (0.6 s parsing, 1.0 s checks and
-# deduplication, measured 2026-11-29); the checked, deduplicated float32 arrays load in ~0.3 s. Kept beside the file, named by the file's sha256, so that other bytes
-# never reuse them.
+# deduplication, measured 2026-11-29); the checked, deduplicated float32 arrays load in ~0.3 s. Kept beside the
+# file, named by the file's sha256, so that other bytes never reuse them.
 def _parsed_path(path: str, digest: str) -> Path:
     p = Path(path)
     return p.parent / f".{p.name}.{digest[:16]}.parsed.npz"

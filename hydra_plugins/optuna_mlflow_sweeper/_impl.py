@@ -37,8 +37,9 @@ from ._report import FINISHED, finish, shown, start_line, where_to_look, write_r
 from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
 from ._search_space import start_point, start_point_lost
 from ._state import SweepState
-from ._stores import StoreError, check_tracking_uri, open_experiment, source_tags
+from ._stores import StoreError, check_tracking_uri, open_experiment
 from ._summary import summarise
+from ._where import source_tags
 from ._worker import Worker
 from .config import OptunaMlflowSweeperConf
 

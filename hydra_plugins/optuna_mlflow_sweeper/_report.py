@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ._job import FAIL_REASON_ATTR, NOTE_ATTR, PARTIAL_ATTR, RUN_ATTR, redact
 from ._state import SweepState
-from ._stores import how_to_open
+from ._where import how_to_open
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

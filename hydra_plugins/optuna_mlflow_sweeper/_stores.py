@@ -14,18 +14,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import getpass
 import importlib
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlparse
@@ -266,41 +262,3 @@ def open_experiment(tracking_uri: str, name: str, key: str = "mlflow.tracking_ur
         raise StoreError(f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
                          f"--experiment-id {experiment.experiment_id}) or choose another experiment name")
     return experiment.experiment_id
-
-
-UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-
-
-def ui_url(tracking_uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
-    """A run's page in the MLflow UI (the machine-learning view, not the GenAI overview it opens on by default)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        parsed = urlparse(tracking_uri)
-        base = parsed._replace(netloc=parsed.netloc.rpartition("@")[2], query="", fragment="").geturl().rstrip("/")
-    else:
-        base = UI
-    page = f"runs/{run_id}" if run_id else "?workflowType=machine_learning"
-    return f"{base}/#/experiments/{experiment_id}/{page}".replace("/?", "?")
-
-
-def how_to_open(tracking_uri: str, experiment_id: str, run_id: str) -> list[str]:
-    """What a person does to look at a run: for a store without a server, start `mlflow ui` first."""
-    lines = []
-    if not tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"mlflow ui -w 1 --backend-store-uri {redact(tracking_uri)}   (start it first, then open:)")
-    return [*lines, ui_url(tracking_uri, experiment_id, run_id)]
-
-
-@lru_cache(maxsize=1)
-def source_tags() -> dict[str, str]:
-    """Where a run came from, as MLflow shows it: the command (entry point), the user, the git commit."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    entry = f"python -m {spec.name}" if spec is not None and spec.name else " ".join(sys.argv[:1]) or "python"
-    tags = {"mlflow.source.name": entry, "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return tags
-    if commit.returncode == 0 and commit.stdout.strip():
-        tags["mlflow.source.git.commit"] = commit.stdout.strip()
-    return tags

@@ -13,8 +13,8 @@ Beside that: the attribute names the sweeper writes on trials and studies, and t
 shares with the sweeper (redacting a URL's secrets, checking a tracking URI, opening an experiment).
 
 This module only re-exports: Hydra's plugin scan executes every public module of ``hydra_plugins`` again, which
-would give its classes a second identity; the definitions live in ``_job`` and ``_stores`` (the scan skips ``_``
-modules).
+would give its classes a second identity; the definitions live in ``_job``, ``_stores`` and ``_where`` (the scan
+skips ``_`` modules).
 """
 
 from ._job import (
@@ -36,16 +36,8 @@ from ._job import (
     redact,
     sigterm_as_interrupt,
 )
-from ._stores import (
-    StoreError,
-    artifact_location,
-    check_tracking_uri,
-    how_to_open,
-    limit_http_retries,
-    open_experiment,
-    source_tags,
-    ui_url,
-)
+from ._stores import StoreError, artifact_location, check_tracking_uri, limit_http_retries, open_experiment
+from ._where import how_to_open, source_tags, ui_url
 
 __all__ = [
     "ERROR_ATTR",
