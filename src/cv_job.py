@@ -108,6 +108,8 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}
         if math.isfinite(result.pr_auc_std):
             metrics["val_pr_auc_std"] = result.pr_auc_std
+            # the mean's standard error: the uncertainty the sweeper's stopping rule compares a gain with
+            metrics["val_pr_auc_sem"] = result.pr_auc_std / math.sqrt(len(result.fold_pr_auc))
         # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
         log(mlflow.log_metrics, tracking.shown_metrics({k: v for k, v in metrics.items() if k != "fit_seconds"}))
         for fold, value in enumerate(result.fold_pr_auc):
@@ -130,7 +132,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
 def _same_as(twin: FrozenTrial, log: tracking.RunLogger) -> dict[str, Any]:
     """A trial whose forests an earlier trial already grew and scored: its result, not a refit (minutes each)."""
     log(mlflow.set_tags, {TWIN_ATTR: str(twin.number), "same_forest_as_run": twin.user_attrs.get(RUN_ATTR, "")})
-    kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_roc_auc") if isinstance(
+    kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_pr_auc_sem", "val_roc_auc") if isinstance(
         twin.user_attrs.get(k), (int, float))}
     metrics = {"val_pr_auc": float(twin.value), **kept, "fit_seconds": 0.0}
     log(mlflow.log_metrics, tracking.shown_metrics(metrics))

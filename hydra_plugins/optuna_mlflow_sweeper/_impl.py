@@ -64,6 +64,9 @@ def check(s: OptunaMlflowSweeperConf) -> None:
         raise SweeperError(f"hydra.sweeper.max_failures must be >= 1, got {s.max_failures}")
     if s.heartbeat_interval < 1 or s.grace_period <= s.heartbeat_interval:
         raise SweeperError("hydra.sweeper.grace_period must exceed hydra.sweeper.heartbeat_interval (>= 1 s)")
+    if s.convergence.min_complete < 2 or not 0.0 < s.convergence.chance < 1.0:
+        raise SweeperError(f"hydra.sweeper.convergence needs min_complete >= 2 and 0 < chance < 1, got "
+                           f"min_complete={s.convergence.min_complete}, chance={s.convergence.chance}")
     if s.objective.direction not in ("maximize", "minimize"):
         raise SweeperError(f"hydra.sweeper.objective.direction must be maximize or minimize, "
                            f"got {s.objective.direction!r}")
@@ -146,7 +149,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 stop = _loop.run(state, self.launcher, heartbeat, _loop.batch_size(self.settings.n_jobs, self.config))
             results = finish(state, stop)
             summarise(state)
-            if stop == "complete" and enabled(self.settings.final.enabled):
+            if stop in ("complete", "converged") and enabled(self.settings.final.enabled):
                 run_final(state, self.launcher, results)
                 if "final_run_id" in results:  # (not when another worker runs the final stage)
                     summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final")})

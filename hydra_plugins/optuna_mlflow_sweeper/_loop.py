@@ -5,7 +5,9 @@ Invariants (also with several workers on one study):
   before it already fill the study is dropped as surplus (trial numbers are assigned atomically by the storage);
 - this invocation stops when ``max_failures`` of its own trials failed (earlier invocations' failures are history,
   not a reason to refuse a rerun after the cause was fixed);
-- a timeout stops new trials, never the first one (as Optuna's timeout).
+- a timeout stops new trials, never the first one (as Optuna's timeout);
+- with ``stop_when_converged``, the study stops asking once the rule in _converged says more trials cannot help
+  (read from the finished trials only, so every worker reaches the same verdict).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from . import _search_space
+from ._converged import should_stop
 from ._errors import SweeperError, TrackingDown, describe
 from ._factories import make_sampler
 from ._heartbeat import TrialHeartbeat
@@ -42,7 +45,8 @@ def batch_size(settings_jobs: Optional[int], config: DictConfig) -> int:
 
 
 def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) -> str:
-    """Trials until the study is complete ("complete") or the timeout ("timeout"); raises on a spent budget."""
+    """Trials until the study is complete ("complete"), converged ("converged") or the timeout ("timeout"); raises
+    on a spent budget."""
     s = state.settings
     launched = False
     while True:
@@ -52,6 +56,8 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if finished >= s.n_trials and running == 0:
             return "complete"
+        if s.stop_when_converged and finished < s.n_trials and _converged(state, trials, finished):
+            return "converged"
         failures = [t for t in trials if t.state == TrialState.FAIL and state.worker.owns(
             t.system_attrs.get(WORKER_ATTR)) and t.user_attrs.get(FAIL_REASON_ATTR) in COUNTED_FAILURES]
         if len(failures) >= s.max_failures:
@@ -72,6 +78,18 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
         if batch:
             run_batch(state, launcher, heartbeat, batch)
             launched = True
+
+
+def _converged(state: SweepState, trials: list, finished: int) -> bool:
+    s, c = state.settings, state.settings.convergence
+    why = should_stop(trials, s.objective.direction, c.uncertainty or s.objective.spread, c.min_complete, c.chance)
+    if why is None:
+        return False
+    say(f"stopping early: {why}; {finished}/{s.n_trials} trials finished (hydra.sweeper.stop_when_converged=false "
+        f"runs them all)")
+    if not state.runs.down:
+        state.runs.client.set_tag(state.runs.parent_id, "stopped_early", why)
+    return True
 
 
 def _reseed(state: SweepState, n_existing: int, others_running: bool) -> None:

@@ -39,6 +39,15 @@ class FinalStageConf:
 
 
 @dataclass
+class ConvergenceConf:
+    # The value the task returns that measures a trial's own uncertainty (e.g. the standard error of a mean over
+    # folds); null = the objective's spread. A gain smaller than the best trial's is not worth another trial.
+    uncertainty: Optional[str] = None
+    min_complete: int = 5  # complete trials before the rule may stop the study
+    chance: float = 0.05  # stop when the chance that one more trial beats the best by more than that is below this
+
+
+@dataclass
 class OptunaMlflowSweeperConf:
     _target_: str = "hydra_plugins.optuna_mlflow_sweeper.optuna_mlflow_sweeper.OptunaMlflowSweeper"
 
@@ -59,6 +68,10 @@ class OptunaMlflowSweeperConf:
     # Enqueue the configured values that lie in the search space as the new study's first trial: the sweep starts
     # from what a single run does, so it never reports worse than that run.
     start_from_config: bool = True
+    # End the study before n_trials when one more trial is unlikely to beat the best by more than its uncertainty
+    # (the rule: _converged.py and the README); the reason is printed and kept on the parent run.
+    stop_when_converged: bool = False
+    convergence: ConvergenceConf = field(default_factory=ConvergenceConf)
     # median | percentile | hyperband | successive_halving | threshold | none; arguments in pruner_options.
     pruner: str = "median"
     pruner_options: Any = None
