@@ -131,8 +131,19 @@ class EvaluationConfig:
     # forest is the same). Off by default: on the real data the 50-tree look did not rank the trials (BENCHMARKS.md,
     # run 4), while fold 1 did; null = the pruner sees whole folds only.
     first_look_trees: Optional[int] = None
+    # In a sweep, forests grown first on these fractions of fold 1's fitting rows (increasing, each in (0, 1)) and
+    # scored on the whole validation fold: cheap looks for the pruner, as successive halving over rows. Pruner
+    # steps then count rows in units of the first look (looks at 1/9 and 1/3: steps 1, 3; folds: 9, 18, 27), so
+    # that SuccessiveHalvingPruner's rungs (min_resource 1, reduction factor 3) fall on the looks and on fold 1.
+    row_looks: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        looks = list(self.row_looks)
+        _check(all(isinstance(f, (int, float)) and 0.0 < f < 1.0 for f in looks)
+               and all(a < b for a, b in zip(looks, looks[1:], strict=False)), "evaluation.row_looks",
+               "increasing fractions in (0, 1), e.g. [0.1111,0.3333], or [] for none", self.row_looks)
+        _check(not (looks and self.first_look_trees is not None), "evaluation.row_looks",
+               "[] when evaluation.first_look_trees is set (one kind of look at a time)", self.row_looks)
         _check(self.first_look_trees is None or (_is_int(self.first_look_trees) and self.first_look_trees >= 1),
                "evaluation.first_look_trees", "an integer >= 1, or null to prune on whole folds only",
                self.first_look_trees)

@@ -75,34 +75,49 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     # same steps; fold k is step k + 1.
     look = cfg.evaluation.first_look_trees if link is not None else None
     first_fold_step = 0 if look is None else 1
+    # With row looks, a step counts rows in units of the first look (the row budget; see EvaluationConfig).
+    row_looks = list(cfg.evaluation.row_looks) if link is not None else []
+
+    def step_of(fold: int) -> int:
+        return round((fold + 1) / row_looks[0]) if row_looks else first_fold_step + fold
+
+    def on_rows(i: int, rows: int, ap: float, seconds: float) -> None:
+        check_interrupted()
+        step = round(row_looks[i] / row_looks[0])
+        log.later(tracking.batch, metrics=[("val_pr_auc_row_look", ap, step), ("fit_seconds", seconds, step)])
+        assert link is not None
+        link.report(step, ap, f"fold 1 on {rows:,} rows")
 
     def on_look(trees: int, ap: float, seconds: float) -> None:
-        log(mlflow.log_metrics, tracking.shown_metrics({"val_pr_auc_first_look": ap, "fit_seconds": seconds}), step=0)
+        log.later(tracking.batch, metrics=[("val_pr_auc_first_look", ap, 0), ("fit_seconds", seconds, 0)])
         assert link is not None
         link.report(0, ap, f"the first {trees} trees of fold 1")
 
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
         check_interrupted()  # a Ctrl-C or SIGTERM that a library's callback swallowed stops the run here
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
-        log(mlflow.log_metrics, tracking.shown_metrics({"val_pr_auc_running_mean": mean_so_far,
-                                                        "fit_seconds": seconds}), step=fold)
-        if link is not None:
-            link.report(first_fold_step + fold, mean_so_far, f"fold {fold + 1}")
+        log.later(tracking.batch, metrics=[("val_pr_auc_running_mean", mean_so_far, fold),
+                                           ("fit_seconds", seconds, fold)])
+        if link is not None:  # (after the last fold the trial is complete: nothing left to save by pruning it)
+            link.report(step_of(fold), mean_so_far, f"fold {fold + 1}", decide=fold + 1 < len(parts.folds))
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
             print(f"fold {fold + 1}/{len(parts.folds)} done, mean AP so far {mean_so_far:.4f} "
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     run_name = f"trial-{cfg.sweep.trial_number:03d}" if cfg.sweep.trial_number is not None else None
     with tracking.tracked_run(cfg, experiment_id, run_name, log) as active:
-        log(mlflow.log_params, tracking.run_params(cfg, data))
-        log(mlflow.set_tags, tracking.run_tags(cfg, data, "hyperparameter_tuning"))
+        # Writes the job need not wait for go asynchronously (they overlap with the fitting); the run is ended
+        # only once they are done (tracked_run), so a trial the sweeper is told about has its whole record.
+        log.later(tracking.batch, params=tracking.run_params(cfg, data),
+                  tags=tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         log(tracking.log_dataset, data, context="training")
         log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
         twin = earlier_twin(link, result_key(cfg, data)) if link is not None else None
         if twin is not None:
             return _same_as(twin, log)
         result = cross_validate(build_model(cfg.model), data, parts, on_fold=on_fold, look_trees=look,
-                                on_look=on_look)
+                                on_look=on_look, row_looks=row_looks, on_rows=on_rows if row_looks else None,
+                                seed=cfg.split.seed)
         if not math.isfinite(result.pr_auc):
             raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")
         metrics = {"val_pr_auc": result.pr_auc, "val_roc_auc": result.roc_auc, "fit_seconds": result.fit_seconds}
@@ -111,9 +126,9 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
             # the mean's standard error: the uncertainty the sweeper's stopping rule compares a gain with
             metrics["val_pr_auc_sem"] = result.pr_auc_std / math.sqrt(len(result.fold_pr_auc))
         # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
-        log(mlflow.log_metrics, tracking.shown_metrics({k: v for k, v in metrics.items() if k != "fit_seconds"}))
-        for fold, value in enumerate(result.fold_pr_auc):
-            log(mlflow.log_metric, "val_pr_auc_fold", round(value, 4), step=fold)
+        log.later(tracking.batch, metrics=[*((k, v, 0) for k, v in metrics.items() if k != "fit_seconds"),
+                                           *(("val_pr_auc_fold", v, fold) for fold, v in enumerate(
+                                               result.fold_pr_auc))])
         if cfg.mlflow.log_plots and log.lost is None:
             y_oof = data.y[result.oof_index]
             title = f"out-of-fold, {len(parts.folds)} fold(s)"
@@ -131,9 +146,9 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
 
 def _same_as(twin: FrozenTrial, log: tracking.RunLogger) -> dict[str, Any]:
     """A trial whose forests an earlier trial already grew and scored: its result, not a refit (minutes each)."""
-    log(mlflow.set_tags, {TWIN_ATTR: str(twin.number), "same_forest_as_run": twin.user_attrs.get(RUN_ATTR, "")})
     kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_pr_auc_sem", "val_roc_auc") if isinstance(
         twin.user_attrs.get(k), (int, float))}
     metrics = {"val_pr_auc": float(twin.value), **kept, "fit_seconds": 0.0}
-    log(mlflow.log_metrics, tracking.shown_metrics(metrics))
+    log.later(tracking.batch, tags={TWIN_ATTR: str(twin.number), "same_forest_as_run": twin.user_attrs.get(
+        RUN_ATTR, "")}, metrics=[(k, v, 0) for k, v in metrics.items()])
     return {**metrics, **({"mlflow_lost": log.lost} if log.lost else {})}

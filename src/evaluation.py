@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,6 +25,9 @@ from src.synthetic import FEATURES
 # Called after each fold with (fold index, mean AP so far, seconds fitting and scoring so far); may raise to stop
 # early (pruning).
 FoldCallback = Callable[[int, float, float], None]
+# Called for each row look of the first fold with (look index, rows fitted, that forest's AP, seconds so far); may
+# raise to stop early: the cheapest fidelity is a forest grown on a fraction of the fold's rows.
+RowsCallback = Callable[[int, int, float, float], None]
 # Called once, part-way through the first fold, with (trees grown so far, that small forest's AP, seconds so far);
 # may raise to stop early: a weak configuration is visible long before its whole forest is grown.
 LookCallback = Callable[[int, float, float], None]
@@ -63,12 +66,17 @@ def fraud_proba(model: ClassifierMixin, X: np.ndarray) -> np.ndarray:
 def cross_validate(
     model: ClassifierMixin, data: Dataset, split: Split, on_fold: Optional[FoldCallback] = None,
     look_trees: Optional[int] = None, on_look: Optional[LookCallback] = None,
+    row_looks: Sequence[float] = (), on_rows: Optional[RowsCallback] = None, seed: int = 0,
 ) -> CVResult:
     """Fit a fresh clone per fold of the training split; never touches the test rows.
 
     With look_trees (and a forest of more trees than that), the first fold's forest is grown in two steps: the
     first look_trees trees are scored (on_look) before the rest are added. Growing a forest with warm_start gives
     the same trees as fitting it at once, so the look costs only one extra prediction.
+
+    With row_looks (fractions of the first fold's fitting rows, increasing), a forest is first grown on each
+    fraction (a stratified subsample, each one inside the next) and scored on the whole first validation fold
+    (on_rows): a look at 1/9 of the rows costs about a ninth of the fold, as successive halving over rows does.
     """
     fold_ap, fold_roc, seconds = [], [], 0.0
     oof_index, oof_proba = [], []
@@ -76,6 +84,9 @@ def cross_validate(
         start = time.perf_counter()
         X_fit, y_fit, y_val = data.X[fit_idx], data.y[fit_idx], data.y[val_idx]
         total = model.get_params().get("n_estimators")
+        if k == 0 and on_rows is not None:
+            for i, (rows, look_ap) in enumerate(_row_looks(model, data, fit_idx, val_idx, row_looks, seed)):
+                on_rows(i, rows, look_ap, seconds + time.perf_counter() - start)
         if k == 0 and look_trees is not None and on_look is not None and total is not None and total > look_trees:
             with warnings.catch_warnings():
                 # scikit-learn warns that "balanced" weights may drift under warm_start when the data changes;
@@ -107,6 +118,20 @@ def cross_validate(
         oof_index=np.concatenate(oof_index),
         oof_proba=np.concatenate(oof_proba),
     )
+
+
+def _row_looks(model: ClassifierMixin, data: Dataset, fit_idx: np.ndarray, val_idx: np.ndarray,
+               fractions: Sequence[float], seed: int) -> Iterator[tuple[int, float]]:
+    """(rows, AP on the validation fold) of a forest grown on each fraction of the fitting rows: nested stratified
+    subsamples (each class shuffled once with the seed; a look takes the same share of frauds and of the rest)."""
+    rng = np.random.default_rng(seed)
+    y = data.y[fit_idx]
+    by_class = [rng.permutation(fit_idx[y == label]) for label in np.unique(y)]
+    for fraction in fractions:
+        rows = np.sort(np.concatenate([idx[:max(1, round(fraction * len(idx)))] for idx in by_class]))
+        fitted = clone(model).fit(data.X[rows], data.y[rows])
+        yield len(rows), float(average_precision_score(data.y[val_idx], fraud_proba(fitted, data.X[val_idx])))
+        del fitted
 
 
 @dataclass

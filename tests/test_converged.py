@@ -70,7 +70,8 @@ def test_a_sweep_whose_trials_cannot_be_told_apart_stops_says_why_and_still_runs
     # The quadratic app near its minimum: every trial's loss is within 1e-4 of the others, its spread is 0.01.
     out = run_module("tests.apps.quadratic.app", "--multirun", f"tracking_uri={stores.tracking_uri}",
                      f"hydra.sweeper.storage={stores.storage}", f"hydra.sweep.dir={stores.sweep_dir}",
-                     "hydra.sweeper.n_trials=12", "hydra.sweeper.pruner=none", "hydra.sweeper.pruner_options=null", "hydra.sweeper.stop_when_converged=true",
+                     "hydra.sweeper.n_trials=12", "hydra.sweeper.pruner=none", "hydra.sweeper.pruner_options=null",
+                     "hydra.sweeper.stop_when_converged=true",
                      "x=interval(0.99,1.01)", "y=interval(-2.01,-1.99)")
     assert out.returncode == 0, out.stderr
     (name,) = optuna.get_all_study_names(stores.storage)

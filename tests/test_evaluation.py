@@ -15,10 +15,12 @@ class Recorder(BaseEstimator, ClassifierMixin):
     """Scores rows by one feature and remembers which rows it was fitted on."""
 
     seen: list = []
+    seen_y: list = []
 
     def fit(self, X, y):
         self.classes_ = np.array([0, 1])
         Recorder.seen.append(np.asarray(X).copy())
+        Recorder.seen_y.append(np.asarray(y).copy())
         return self
 
     def predict_proba(self, X):
@@ -87,6 +89,43 @@ def test_first_look_can_stop_the_fit(small):
     with pytest.raises(Stop):
         cross_validate(build_model(RandomForestConfig(n_estimators=12, n_jobs=1)), ds, parts, look_trees=4,
                        on_look=stop)
+
+
+def test_row_looks_fit_nested_stratified_fractions_of_fold_one_and_leave_the_folds_alone(small):
+    ds, parts = small
+    model = build_model(RandomForestConfig(n_estimators=8, max_depth=6, n_jobs=1))
+    looks = []
+    plain = cross_validate(model, ds, parts)
+    looked = cross_validate(model, ds, parts, row_looks=[0.1, 0.4], on_rows=lambda *a: looks.append(a), seed=3)
+    assert looked.fold_pr_auc == plain.fold_pr_auc  # the looks are extra fits: the folds' results do not change
+    fit_idx, _ = parts.folds[0]
+    assert [i for i, *_ in looks] == [0, 1]
+    assert [rows for _, rows, *_ in looks] == pytest.approx([0.1 * len(fit_idx), 0.4 * len(fit_idx)], abs=2)
+    assert all(0 < ap <= 1 for *_, ap, _ in looks) and looks[0][3] < looks[1][3] < looked.fit_seconds
+
+    Recorder.seen.clear()
+    Recorder.seen_y.clear()
+    cross_validate(Recorder(), ds, parts, row_looks=[0.1, 0.4], on_rows=lambda *a: None, seed=3)
+    small_rows, large_rows = (set(map(bytes, x)) for x in Recorder.seen[:2])
+    assert small_rows < large_rows  # each look's rows lie inside the next one's
+    frauds = ds.y[fit_idx].sum()
+    for y, fraction in zip(Recorder.seen_y[:2], (0.1, 0.4), strict=True):  # stratified: that share of the frauds
+        assert y.sum() == round(fraction * frauds)
+
+
+def test_a_row_look_can_stop_the_fit_before_fold_one_is_grown(small):
+    ds, parts = small
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    Recorder.seen.clear()
+    with pytest.raises(Stop):
+        cross_validate(Recorder(), ds, parts, row_looks=[0.1], on_rows=stop)
+    assert len(Recorder.seen) == 1  # the look's fit only
 
 
 def test_single_validation_split_still_reports_uncertainty():

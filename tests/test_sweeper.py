@@ -208,6 +208,31 @@ def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
     assert stores.client().search_registered_models() == []
 
 
+def test_row_looks_are_the_pruners_row_budget_and_successive_halving_prunes_on_them(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=5", "evaluation.row_looks=[0.1111,0.3333]",
+                "hydra.sweeper.pruner=successive_halving",
+                "hydra.sweeper.pruner_options={min_resource:1,reduction_factor:3}")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    first = study.trials[0]  # the configured model: the best so far at every rung, so it runs to the end
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [1, 3, 9, 18, 27]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) in (1, 3, 9) for t in pruned)  # pruned on a rung
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs(stores, "hyperparameter_tuning")}
+    assert set(by_number[0].data.metrics) >= {"val_pr_auc_row_look", "val_pr_auc", "val_pr_auc_sem"}
+    assert all(" rows (value so far " in by_number[t.number].data.tags["pruned"] for t in pruned
+               if max(t.intermediate_values) < 9)
+
+
+def test_the_last_fold_is_never_pruned(stores):
+    # A threshold nobody reaches, checked from the last fold on (steps 0 and 1 are warm-up): the trials are
+    # complete by then, and pruning them would throw their whole result away.
+    out = sweep(stores, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=threshold",
+                "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:2}")
+    assert out.returncode == 0, out.stderr
+    assert [t.state for t in only_study(stores).trials] == [TrialState.COMPLETE] * 2
+
+
 def test_median_pruner_stops_some_trials_early(stores):
     # A deliberately bad option (leaves of 1000 rows cannot isolate the ~90 frauds) so that poor trials fall below
     # the median.

@@ -29,3 +29,22 @@ def test_dataset_schema_is_what_mlflow_infers_from_every_row():
     data = load(SyntheticDatasetConfig(n_rows=3000, fraud_rate=0.02, seed=5))
     full = mlflow.data.from_pandas(data.frame(), name=data.name, targets="Class").schema  # cell by cell
     assert _mlflow_dataset(data).schema == full and len(full.inputs) == 31
+
+
+def test_every_figure_is_closed_even_when_logging_one_fails(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import pytest
+
+    from src.tracking import log_figures
+
+    plt.close("all")
+    figures = {"ok.png": plt.figure(), "broken.png": plt.figure(), "after.png": plt.figure()}
+    figures["broken.png"].text(0.5, 0.5, r"$\notacommand$")  # mathtext cannot draw it: saving the figure raises
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run(), pytest.raises(ValueError, match="notacommand"):
+        log_figures(figures)
+    assert plt.get_fignums() == []

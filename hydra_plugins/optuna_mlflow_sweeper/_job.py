@@ -77,13 +77,14 @@ class TrialLink:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(context.trial_number or 0))
         self.trial = optuna.Trial(study, trial_id)
 
-    def report(self, step: int, value: float, what: str = "") -> None:
-        """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
+    def report(self, step: int, value: float, what: str = "", decide: bool = True) -> None:
+        """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop (asked only with
+        ``decide``: a job's last step has nothing left to save)."""
         import optuna
 
         check_interrupted()  # a Ctrl-C or SIGTERM a library swallowed stops the job here, between two steps
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        if decide and self.trial.should_prune():
             where = what or f"step {step}"
             self.trial.set_user_attr(PARTIAL_ATTR, [where, value])  # not comparable with finished trials' values
             raise optuna.TrialPruned(f"pruned after {where} (value so far {value:.4f})")

@@ -74,7 +74,7 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
             time.sleep(s.heartbeat_interval)
             repair(state)
             continue
-        batch = [b for b in (ask(state, heartbeat) for _ in range(min(size, room))) if b]
+        batch = [b for b in (ask(state, heartbeat, trials, i) for i in range(min(size, room))) if b]
         if batch:
             run_batch(state, launcher, heartbeat, batch)
             launched = True
@@ -100,17 +100,15 @@ def _reseed(state: SweepState, n_existing: int, others_running: bool) -> None:
                                        seed % (2**32))
 
 
-def ask(state: SweepState, heartbeat: TrialHeartbeat) -> Optional[Launched]:
-    trials = state.study.get_trials(deepcopy=False)
-    _reseed(state, len(trials), any(t.state == TrialState.RUNNING for t in trials))
+def ask(state: SweepState, heartbeat: TrialHeartbeat, seen: list, asked: int) -> Optional[Launched]:
+    """A new trial and its run; ``seen`` is the study as read just before this batch, ``asked`` the trials this
+    batch asked for already."""
+    _reseed(state, len(seen) + asked, any(t.state == TrialState.RUNNING for t in seen))
     trial = state.study.ask(dict(state.space.distributions))
     trial_id = state.trial_id(trial.number)
     heartbeat.add(trial_id)
     state.storage.set_trial_system_attr(trial_id, WORKER_ATTR, state.worker.as_attr())
-    # Exactly n_trials: if the trials before this one already fill the study, this one is surplus.
-    earlier = [t for t in state.study.get_trials(deepcopy=False)
-               if t.number < trial.number and t.state != TrialState.FAIL]
-    if len(earlier) >= state.settings.n_trials:
+    if _surplus(state, trial.number, seen, asked):
         trial.set_user_attr(FAIL_REASON_ATTR, "surplus")
         state.study.tell(trial, state=TrialState.FAIL)
         heartbeat.discard(trial_id)
@@ -118,6 +116,18 @@ def ask(state: SweepState, heartbeat: TrialHeartbeat) -> Optional[Launched]:
     run_id = state.runs.create_child(f"trial-{trial.number:03d}", TRIAL, state.study.study_name, trial.number)
     trial.set_user_attr(RUN_ATTR, run_id)
     return Launched(trial, trial.number, trial_id, run_id, dict(trial.params))
+
+
+def _surplus(state: SweepState, number: int, seen: list, asked: int) -> bool:
+    """Exactly n_trials: a trial is surplus if the trials before it already fill the study. Trial numbers are
+    assigned atomically, so if ours follows what was seen (and this batch's own), no other worker added a trial in
+    between; and trials only ever leave the count (by failing), so the count seen is an upper bound: below
+    n_trials, the study is not full, without reading it again (the read grows with the study)."""
+    n = state.settings.n_trials
+    if number == len(seen) + asked and sum(t.state != TrialState.FAIL for t in seen) + asked < n:
+        return False
+    earlier = [t for t in state.study.get_trials(deepcopy=False) if t.number < number and t.state != TrialState.FAIL]
+    return len(earlier) >= n
 
 
 def job_overrides(state: SweepState, item: Launched, stage: str) -> list[str]:

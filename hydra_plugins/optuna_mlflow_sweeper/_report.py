@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import optuna
+from mlflow.entities import Metric, RunTag
+from mlflow.utils.time import get_current_time_millis
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
@@ -83,12 +85,11 @@ def progress(state: SweepState, number: int, label: str, value: Optional[float],
     trials = state.study.get_trials(deepcopy=False)  # fresh: the trial's own attributes were set by its task
     s = state.settings
     best = best_of(trials, s.objective.direction)
-    if best is not None and not state.runs.down:
-        state.runs.client.log_metric(state.runs.parent_id, f"best_{s.objective.name}", round(best.value, 4),
-                                     step=number)
-        if label == "COMPLETE" and best.number == number:
-            state.runs.client.set_tag(state.runs.parent_id, "best_trial_run_id", best.user_attrs.get(RUN_ATTR, ""))
-            state.runs.client.set_tag(state.runs.parent_id, "best_trial_number", str(best.number))
+    if best is not None and not state.runs.down:  # one write for the parent's best-so-far
+        tags = [RunTag("best_trial_run_id", str(best.user_attrs.get(RUN_ATTR, ""))),
+                RunTag("best_trial_number", str(best.number))] if label == "COMPLETE" and best.number == number else []
+        state.runs.client.log_batch(state.runs.parent_id, metrics=[Metric(
+            f"best_{s.objective.name}", round(best.value, 4), get_current_time_millis(), number)], tags=tags)
     this = next((t for t in trials if t.number == number), None)
     note = note or (str(this.user_attrs.get(NOTE_ATTR, "")) if this is not None else "")
     finished = sum(t.state in FINISHED for t in trials)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import optuna
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -74,8 +75,7 @@ class Runs:
         if self.down:
             return
         try:
-            for key, value in tags.items():
-                self.client.set_tag(run_id, key, value)
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status=status)
         except TrackingDown:

@@ -141,6 +141,8 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="small synthetic data, a minute (the suite runs it)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                        help="an override for every one of our studies (repeatable), e.g. a candidate default")
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
     if not phases or set(phases) - set(PHASES):
@@ -151,6 +153,7 @@ def main() -> int:
         candidates = 4
     else:
         data_args, study_args, candidates = [], [], 20
+    study_args = [*study_args, *args.set]
     results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
                      "command": " ".join(["python -m tests.benchmark.peer", *sys.argv[1:]]),
                      "cores": os.cpu_count()}
@@ -173,7 +176,8 @@ def main() -> int:
                 results["converged"] = study(store, "bench-converged", data_args, *study_args,
                                              "hydra.sweeper.stop_when_converged=true")
             elif phase == "rescore":
-                bests = {k: r["best_params"] for k, r in results.items() if isinstance(r, dict) and r.get("best_params")}
+                bests = {k: r["best_params"] for k, r in results.items()
+                         if isinstance(r, dict) and r.get("best_params")}
                 seen: dict[str, dict] = {}
                 for key, params in bests.items():
                     label = json.dumps({k: str(params[k]) for k in KEYS})
