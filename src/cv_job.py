@@ -84,19 +84,19 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     def on_rows(i: int, rows: int, ap: float, seconds: float) -> None:
         check_interrupted()
         step = round(row_looks[i] / row_looks[0])
-        log.later(tracking.batch, metrics=[("val_pr_auc_row_look", ap, step), ("fit_seconds", seconds, step)])
+        log(tracking.batch, metrics=[("val_pr_auc_row_look", ap, step), ("fit_seconds", seconds, step)])
         assert link is not None
         link.report(step, ap, f"fold 1 on {rows:,} rows")
 
     def on_look(trees: int, ap: float, seconds: float) -> None:
-        log.later(tracking.batch, metrics=[("val_pr_auc_first_look", ap, 0), ("fit_seconds", seconds, 0)])
+        log(tracking.batch, metrics=[("val_pr_auc_first_look", ap, 0), ("fit_seconds", seconds, 0)])
         assert link is not None
         link.report(0, ap, f"the first {trees} trees of fold 1")
 
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
         check_interrupted()  # a Ctrl-C or SIGTERM that a library's callback swallowed stops the run here
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
-        log.later(tracking.batch, metrics=[("val_pr_auc_running_mean", mean_so_far, fold),
+        log(tracking.batch, metrics=[("val_pr_auc_running_mean", mean_so_far, fold),
                                            ("fit_seconds", seconds, fold)])
         if link is not None:  # (after the last fold the trial is complete: nothing left to save by pruning it)
             link.report(step_of(fold), mean_so_far, f"fold {fold + 1}", decide=fold + 1 < len(parts.folds))
@@ -106,9 +106,8 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
 
     run_name = f"trial-{cfg.sweep.trial_number:03d}" if cfg.sweep.trial_number is not None else None
     with tracking.tracked_run(cfg, experiment_id, run_name, log) as active:
-        # Writes the job need not wait for go asynchronously (they overlap with the fitting); the run is ended
-        # only once they are done (tracked_run), so a trial the sweeper is told about has its whole record.
-        log.later(tracking.batch, params=tracking.run_params(cfg, data),
+        # params and tags in one write (one store transaction), as the metrics below
+        log(tracking.batch, params=tracking.run_params(cfg, data),
                   tags=tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         log(tracking.log_dataset, data, context="training")
         log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
@@ -126,7 +125,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
             # the mean's standard error: the uncertainty the sweeper's stopping rule compares a gain with
             metrics["val_pr_auc_sem"] = result.pr_auc_std / math.sqrt(len(result.fold_pr_auc))
         # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
-        log.later(tracking.batch, metrics=[*((k, v, 0) for k, v in metrics.items() if k != "fit_seconds"),
+        log(tracking.batch, metrics=[*((k, v, 0) for k, v in metrics.items() if k != "fit_seconds"),
                                            *(("val_pr_auc_fold", v, fold) for fold, v in enumerate(
                                                result.fold_pr_auc))])
         if cfg.mlflow.log_plots and log.lost is None:
@@ -149,6 +148,6 @@ def _same_as(twin: FrozenTrial, log: tracking.RunLogger) -> dict[str, Any]:
     kept = {k: twin.user_attrs[k] for k in ("val_pr_auc_std", "val_pr_auc_sem", "val_roc_auc") if isinstance(
         twin.user_attrs.get(k), (int, float))}
     metrics = {"val_pr_auc": float(twin.value), **kept, "fit_seconds": 0.0}
-    log.later(tracking.batch, tags={TWIN_ATTR: str(twin.number), "same_forest_as_run": twin.user_attrs.get(
+    log(tracking.batch, tags={TWIN_ATTR: str(twin.number), "same_forest_as_run": twin.user_attrs.get(
         RUN_ATTR, "")}, metrics=[(k, v, 0) for k, v in metrics.items()])
     return {**metrics, **({"mlflow_lost": log.lost} if log.lost else {})}
