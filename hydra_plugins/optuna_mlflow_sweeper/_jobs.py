@@ -37,6 +37,7 @@ class Jobs:
         self._fast = compose_once and OmegaConf.select(config, "hydra.launcher._target_") == BASIC
         self._parser = OverridesParser.create()
         self._templates: dict[tuple[str, ...], tuple[DictConfig, list[Any]]] = {}
+        self._parsed: dict[str, Any] = {}  # override line -> Hydra's parse of it (most lines repeat every trial)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if not self._fast:
@@ -53,8 +54,14 @@ class Jobs:
                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         return returns
 
+    def _parse(self, lines: list[str]) -> list[Any]:
+        new = [line for line in dict.fromkeys(lines) if line not in self._parsed]
+        if new:
+            self._parsed.update(zip(new, self._parser.parse_overrides(new), strict=True))
+        return [self._parsed[line] for line in lines]
+
     def _job_config(self, overrides: list[str]) -> DictConfig:
-        parsed = self._parser.parse_overrides(overrides)
+        parsed = self._parse(overrides)
         keys = tuple(o.get_key_element() for o in parsed)
         known = self._templates.get(keys)
         changed = [new for new, old in zip(parsed, known[1], strict=True) if new.input_line != old.input_line] \
@@ -63,10 +70,14 @@ class Jobs:
             config = self._context.config_loader.load_sweep_config(self._config, overrides)
             self._templates.setdefault(keys, (config.copy(), parsed))
             return config
-        config = known[0].copy()
+        # The template itself, not a copy: run_job deep-copies what the task gets, and every plain value is set
+        # again here (an earlier trial's values are overwritten; group choices are the template's, unchanged).
+        config = known[0]
+        OmegaConf.set_readonly(config.hydra, None)  # (run_job's HydraConfig.set_config made it read-only)
         with read_write(config), open_dict(config.hydra):
-            for override in changed:  # (the others, group choices among them, are the template's already)
-                OmegaConf.update(config, override.key_or_group, override.value(), merge=True)
+            for override in parsed:
+                if self._plain(config, override):
+                    OmegaConf.update(config, override.key_or_group, override.value(), merge=True)
             config.hydra.overrides.task = [o.input_line for o in parsed]
             config.hydra.job.override_dirname = override_dirname(parsed, config.hydra.job.config.override_dirname)
         OmegaConf.copy_cache(from_config=self._config, to_config=config)
