@@ -25,7 +25,7 @@ from src.config import Config
 from src.data import load
 from src.evaluation import cross_validate, plots
 from src.model import build_model, forest_key
-from src.split import split
+from src.split import Split, split
 
 FOREST_ATTR = "forest_key"  # trial user attribute: what decides the trial's result
 TWIN_ATTR = "same_forest_as_trial"  # trial user attribute and run tag: the earlier trial whose result was taken
@@ -56,10 +56,24 @@ def earlier_twin(link: TrialLink, key: str) -> Optional[FrozenTrial]:
     return None
 
 
+_SPLITS: dict[str, Split] = {}
+
+
+def _split(cfg: Config, data: Any) -> Split:
+    """The split and folds, once per process and data/split/fold settings: a sweep's trials share them (~60 ms on
+    the real data, a large share of a trial pruned at its first row look)."""
+    key = json.dumps([data.sha256, dataclasses.asdict(cfg.split), cfg.evaluation.cv_folds,
+                      cfg.evaluation.validation_size], sort_keys=True, default=str)
+    if key not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[key] = split(data, cfg.split, cfg.evaluation)
+    return _SPLITS[key]
+
+
 def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     """Cross-validate one configuration on the training split and record it as one MLflow run."""
     data = load(cfg.dataset)
-    parts = split(data, cfg.split, cfg.evaluation)
+    parts = _split(cfg, data)
     link = TrialLink(cfg.sweep) if cfg.sweep.in_sweep else None
     log = tracking.RunLogger(cfg.mlflow.tracking_uri)
     experiment_id = None
@@ -71,8 +85,8 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         log.lost = str(exc)  # a trial still computes its objective; Optuna keeps it
 
     started = time.perf_counter()
-    # Optuna steps: the first fold's early look (if any) is step 0, so that every trial of a study reports the
-    # same steps; fold k is step k + 1.
+    # Optuna steps, the same in every trial of a study: fold k (from 0) is step k; with a first look at a few trees,
+    # that look is step 0 and fold k is step k + 1; with row looks, steps count rows (below).
     look = cfg.evaluation.first_look_trees if link is not None else None
     first_fold_step = 0 if look is None else 1
     # With row looks, a step counts rows in units of the first look (the row budget; see EvaluationConfig).
@@ -96,8 +110,9 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     def on_fold(fold: int, mean_so_far: float, seconds: float) -> None:
         check_interrupted()  # a Ctrl-C or SIGTERM that a library's callback swallowed stops the run here
         # fit_seconds so far too: a pruned trial's run still says how long it fitted
-        log(tracking.batch, metrics=[("val_pr_auc_running_mean", mean_so_far, fold),
-                                           ("fit_seconds", seconds, fold)])
+        # (at the trial's Optuna step: MLflow shows a metric's value at its highest step as the run's value)
+        log(tracking.batch, metrics=[("val_pr_auc_running_mean", mean_so_far, step_of(fold)),
+                                     ("fit_seconds", seconds, step_of(fold))])
         if link is not None:  # (after the last fold the trial is complete: nothing left to save by pruning it)
             link.report(step_of(fold), mean_so_far, f"fold {fold + 1}", decide=fold + 1 < len(parts.folds))
         elif cfg.sweep.trial_number is None:  # a single run: show that it is moving
@@ -108,7 +123,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
     with tracking.tracked_run(cfg, experiment_id, run_name, log) as active:
         # params and tags in one write (one store transaction), as the metrics below
         log(tracking.batch, params=tracking.run_params(cfg, data),
-                  tags=tracking.run_tags(cfg, data, "hyperparameter_tuning"))
+            tags=tracking.run_tags(cfg, data, "hyperparameter_tuning"))
         log(tracking.log_dataset, data, context="training")
         log(mlflow.log_dict, tracking.loggable_config(raw_cfg), "config/config.yaml")
         twin = earlier_twin(link, result_key(cfg, data)) if link is not None else None
@@ -126,8 +141,7 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
             metrics["val_pr_auc_sem"] = result.pr_auc_std / math.sqrt(len(result.fold_pr_auc))
         # fit_seconds is already there: logged after each fold (cumulative; its last step is the total)
         log(tracking.batch, metrics=[*((k, v, 0) for k, v in metrics.items() if k != "fit_seconds"),
-                                           *(("val_pr_auc_fold", v, fold) for fold, v in enumerate(
-                                               result.fold_pr_auc))])
+                                     *(("val_pr_auc_fold", v, fold) for fold, v in enumerate(result.fold_pr_auc))])
         if cfg.mlflow.log_plots and log.lost is None:
             y_oof = data.y[result.oof_index]
             title = f"out-of-fold, {len(parts.folds)} fold(s)"

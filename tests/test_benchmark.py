@@ -52,3 +52,18 @@ def test_the_plain_loop_comparison_runs(tmp_path):
     r = json.loads(out.read_text())
     assert len(r["plain"]["per_trial"]) == 3 and len(r["ours"]["per_trial"]) == 2 and r["ratio"] > 0
     assert "| ours (compose_once, the default) |" in proc.stdout
+
+
+def test_the_peer_comparison_runs_every_phase(tmp_path):
+    out = tmp_path / "peer.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.peer", "--small", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["peer"]["candidates_per_iteration"][0] == 4 and r["peer"]["best"] > 0
+    assert r["serial"]["n_trials"] == 4 and r["parallel"]["n_trials"] == 4 and r["parallel"]["workers"] == 2
+    assert 1 <= r["converged"]["n_trials"] <= 4
+    assert set(r["rescored"]) == {"peer", "serial", "parallel", "converged"}
+    for row in ("HalvingRandomSearchCV (peer)", "ours, one trial at a time", "ours, two workers x one core",
+                "ours, stop_when_converged=true"):
+        assert row in proc.stdout

@@ -220,6 +220,10 @@ def test_row_looks_are_the_pruners_row_budget_and_successive_halving_prunes_on_t
     assert pruned and all(max(t.intermediate_values) in (1, 3, 9) for t in pruned)  # pruned on a rung
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs(stores, "hyperparameter_tuning")}
     assert set(by_number[0].data.metrics) >= {"val_pr_auc_row_look", "val_pr_auc", "val_pr_auc_sem"}
+    # MLflow shows a metric's value at its highest step: the whole fit's seconds must be logged at the last step
+    history = stores.client().get_metric_history(by_number[0].info.run_id, "fit_seconds")
+    assert by_number[0].data.metrics["fit_seconds"] == max(m.value for m in history)
+    assert max(history, key=lambda m: m.step).step == 27
     assert all(" rows (value so far " in by_number[t.number].data.tags["pruned"] for t in pruned
                if max(t.intermediate_values) < 9)
 

@@ -25,9 +25,12 @@ PRUNERS = {
 }
 # Step 0 is fold 1 (or, with evaluation.first_look_trees, a look at a small forest on fold 1): decisions start
 # there. Three finished trials give the first median to compare with.
+# Successive halving: rungs at steps 1, 3, 9, 27 (a task whose steps count its budget, e.g. rows, in units of its
+# first look puts its looks there), keeping the top third at each.
 PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     "median": {"n_startup_trials": 3, "n_warmup_steps": 0},
     "percentile": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 0},
+    "successive_halving": {"min_resource": 1, "reduction_factor": 3},
 }
 
 

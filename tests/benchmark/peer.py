@@ -185,10 +185,32 @@ def main() -> int:
                     results.setdefault("rescored", {})[key] = seen[label]
             print(f"{phase}: done", file=sys.stderr, flush=True)
             save()
-    print(json.dumps({k: v for k, v in results.items() if k not in ("serial", "parallel", "converged")}, indent=1,
-                     default=str))
+    print(render(results))
     save()
     return 0
+
+
+def render(r: dict) -> str:
+    """A Markdown table: one row per phase run, its wall, trials, best and the best re-scored on other folds."""
+    lines = [f"Run of {r['date']} ({'small synthetic' if r['small'] else 'real data'}, {r['cores']} cores): "
+             f"`{r['command']}`", "",
+             "| | wall (s) | trials (complete) | best, its folds: AP ± std | best params (trees, depth, split, leaf) "
+             "| best on other folds: AP ± std | CPU busy |", "|---|---|---|---|---|---|---|"]
+    names = {"peer": "HalvingRandomSearchCV (peer)", "serial": "ours, one trial at a time",
+             "parallel": "ours, two workers x one core", "converged": "ours, stop_when_converged=true"}
+    for key, name in names.items():
+        if key not in r:
+            continue
+        x, again = r[key], r.get("rescored", {}).get(key)
+        trials = f"{x['n_trials']} ({x['n_complete']})" if "n_trials" in x else \
+            " -> ".join(f"{c} x {n:,} rows" for c, n in zip(x["candidates_per_iteration"], x["rows_per_iteration"],
+                                                             strict=True))
+        best = f"{x['best']:.4f}" + (f" ± {x['best_std']:.4f}" if x.get("best_std") is not None else "")
+        params = ", ".join(str(x["best_params"][k]) for k in KEYS)
+        other = f"{again['ap']:.4f} ± {again['std']:.4f}" if again else "-"
+        lines.append(f"| {name} | {x['wall']:.0f} | {trials} | {best} | {params} | {other} | "
+                     f"{x['cpu_utilisation']:.0%} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ def main() -> int:
     else:
         data_args = []
         pruning_trials, tiny_trials, tree_scale = args.pruning_trials or 30, 30, 1.0
-    tiny_args = ["dataset=synthetic", "dataset.n_rows=20000", "model.n_estimators=5"]
+    tiny_args = ["dataset=synthetic", "dataset.n_rows=20000", "model.n_estimators=5", "evaluation.row_looks=[]"]
     results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
                      "command": " ".join(["python -m tests.benchmark.speed", *sys.argv[1:]])}
 

@@ -16,6 +16,7 @@ SMALL = [
     "model.n_jobs=1",
     "evaluation.cv_folds=3",
     "evaluation.bootstrap_samples=200",
+    "evaluation.row_looks=[]",  # whole folds as the pruner's steps (0, 1, 2); the row looks' own tests set them
 ]
 # ... and no registry, plots or pruner: a sweep's bare bookkeeping.
 QUIET = [*SMALL, "registry.enabled=false", "mlflow.log_plots=false", "hydra.sweeper.pruner=none"]
