@@ -64,7 +64,13 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
     try:
         return PRUNERS[name](**kwargs)
     except (TypeError, ValueError) as exc:
-        raise FactoryError(f"hydra.sweeper.pruner={name}: {' '.join(str(exc).split())}") from None
+        given = f" (hydra.sweeper.pruner_options={_shown(dict(options))})" if options else ""
+        raise FactoryError(f"hydra.sweeper.pruner={name}: {' '.join(str(exc).split())}{given}") from None
+
+
+def _shown(options: dict[str, Any]) -> str:
+    """Options as they are typed on the command line: {key:value,...}. Pure."""
+    return "{" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
 
 
 def dry_run(sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,

@@ -170,8 +170,9 @@ SETTINGS = [
      "hydra.sweeper.objective.direction must be maximize or minimize, got 'up'"),
     ("sampler option of the wrong type", ["--multirun", "hydra.sweeper.sampler_options={n_startup_trials:abc}"],
      "hydra.sweeper.sampler_options for tpe: TypeError"),
-    ("pruner option of the wrong type", ["--multirun", "hydra.sweeper.pruner_options={n_startup_trials:abc}"],
-     "hydra.sweeper.pruner=median"),
+    ("pruner option of the wrong type", ["--multirun", "hydra.sweeper.pruner_options={reduction_factor:abc}"],
+     "hydra.sweeper.pruner=successive_halving: '<' not supported between instances of 'str' and 'int' "
+     "(hydra.sweeper.pruner_options={reduction_factor:abc})"),
     ("unknown sampler option", ["--multirun", "hydra.sweeper.sampler_options={warp:1}"],
      "hydra.sweeper.sampler=tpe: TPESampler.__init__() got an unexpected keyword argument 'warp'"),
     ("log scale from 0", ["--multirun", "model.n_estimators=tag(log,range(0,100))"],
