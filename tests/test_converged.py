@@ -82,6 +82,8 @@ def test_a_sweep_whose_trials_cannot_be_told_apart_stops_says_why_and_still_runs
     runs = stores.runs(experiment="quadratic")
     (parent,) = [r for r in runs if r.data.tags.get("run_purpose") == "hyperparameter_sweep"]
     assert parent.data.tags["stopped_early"] in line and parent.info.status == "FINISHED"
+    assert "**Stopped early** (hydra.sweeper.stop_when_converged): the chance that one more trial beats the best" \
+        in parent.data.tags["mlflow.note.content"]  # the parent's description says so too
     results = yaml.safe_load((stores.sweep_dir / "optimization_results.yaml").read_text())
     assert results["status"] == "converged" and results["n_complete"] == 5
     (refit,) = [r for r in runs if r.data.tags.get("run_purpose") == "refit"]  # the answer is still packaged

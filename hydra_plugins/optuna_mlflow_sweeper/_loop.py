@@ -87,6 +87,7 @@ def _converged(state: SweepState, trials: list, finished: int) -> bool:
         return False
     say(f"stopping early: {why}; {finished}/{s.n_trials} trials finished (hydra.sweeper.stop_when_converged=false "
         f"runs them all)")
+    state.stopped_early = f"{why}; {finished} of {s.n_trials} trials finished"
     if not state.runs.down:
         state.runs.client.set_tag(state.runs.parent_id, "stopped_early", why)
     return True

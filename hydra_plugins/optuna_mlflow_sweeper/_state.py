@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 
@@ -39,6 +39,7 @@ class SweepState:
     worker: Worker
     started: float  # time.monotonic() when this invocation started its loop
     out_dir: Path  # the sweep folder (results file, job outputs)
+    stopped_early: Optional[str] = None  # the stopping rule's reason, once it ended the study (see _converged)
 
     def trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)

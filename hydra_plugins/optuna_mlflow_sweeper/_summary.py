@@ -50,6 +50,8 @@ def description(state: SweepState, trials: Sequence[FrozenTrial], final: Optiona
                      f"**{with_spread(best.value, spread)}**; {params}.")
     else:
         lines.append("**Best**: no trial completed yet.")
+    if state.stopped_early:
+        lines.append(f"**Stopped early** (hydra.sweeper.stop_when_converged): {state.stopped_early}.")
     pinned = ", ".join(f"{k}={v}" for k, v in shown(state.space.pinned).items()) or "nothing"
     lines.append(f"**Pinned**: {pinned}. **Search space**: "
                  + ", ".join(f"{k}: `{v}`" for k, v in state.space.expressions.items()) + " (in full: artifact "
