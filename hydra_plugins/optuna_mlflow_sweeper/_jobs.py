@@ -56,6 +56,9 @@ class Jobs:
 
     def _parse(self, lines: list[str]) -> list[Any]:
         new = [line for line in dict.fromkeys(lines) if line not in self._parsed]
+        if len(self._parsed) + len(new) > 4096:  # each trial adds a few lines of its own (number, run id, values)
+            self._parsed.clear()
+            new = list(dict.fromkeys(lines))
         if new:
             self._parsed.update(zip(new, self._parser.parse_overrides(new), strict=True))
         return [self._parsed[line] for line in lines]
