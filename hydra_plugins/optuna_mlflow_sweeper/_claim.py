@@ -18,7 +18,7 @@ import optuna
 
 from ._errors import SweeperError
 from ._heartbeat import Periodic
-from ._report import say
+from ._output import say
 from ._worker import Worker
 
 MAX_ATTEMPTS = 100

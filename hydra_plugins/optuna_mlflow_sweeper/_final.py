@@ -6,12 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._claim import acquire, keepalive, release
+from ._context import RUN_ATTR
 from ._errors import SweeperError, describe, one_line
-from ._job import RUN_ATTR
 from ._loop import job_overrides
-from ._report import best_of, save_results, say, with_spread
+from ._output import say
+from ._report import save_results
+from ._runs import RunStatus
 from ._state import Launched, SweepState
 from ._tell import kept, outcome
+from ._trials import best_of, with_spread
 
 FINAL_ATTR = "sweeper.final"  # study user attribute: {"trial_number", "run_id"} of the finished final stage
 
@@ -46,12 +49,12 @@ def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None
         ret = launcher.launch([overrides], initial_job_idx=0)[0]
     returned, exc = outcome(ret)
     if exc is not None:
-        state.runs.end(run_id, "FAILED", {"error": describe(exc)[:5000]})
+        state.runs.end(run_id, RunStatus.FAILED, {"error": describe(exc)[:5000]})
         marker.set_user_attr("failed", describe(exc)[:2000])
         if isinstance(exc, SweeperError):
             raise exc
         raise SweeperError(f"the final stage ({s.final.run_name}) failed: {one_line(exc)}")
-    state.runs.end(run_id, "FINISHED", {})
+    state.runs.end(run_id, RunStatus.FINISHED, {})
     record = {"trial_number": best.number, "run_id": run_id}
     marker.set_user_attr("done", record)
     state.study.set_user_attr(FINAL_ATTR, record)

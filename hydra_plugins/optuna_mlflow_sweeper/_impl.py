@@ -26,19 +26,21 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from . import _loop, _space_check, _study
+from ._context import PRUNER_ATTR, FailReason, interrupt_handled, sigterm_as_interrupt
 from ._errors import SweeperError, TrackingDown
 from ._factories import FactoryError, dry_run, make_pruner, make_sampler
 from ._final import enabled, run_final
 from ._heartbeat import TrialHeartbeat
-from ._job import PRUNER_ATTR, interrupt_handled, redact, sigterm_as_interrupt
-from ._jobs import Jobs
+from ._launch import Jobs
+from ._redact import redact
 from ._repair import abandon_own_trials, repair
-from ._report import FINISHED, finish, shown, start_line, where_to_look, write_results
-from ._runs import SWEEP, GuardedClient, Runs, parent_run, wait_for_parent
+from ._report import finish, start_line, where_to_look, write_results
+from ._runs import SWEEP, GuardedClient, Runs, RunStatus, parent_run, wait_for_parent
 from ._search_space import start_point, start_point_lost
-from ._state import SweepState
+from ._state import StopReason, SweepState
 from ._stores import StoreError, check_tracking_uri, open_experiment
 from ._summary import summarise
+from ._trials import FINISHED, shown
 from ._where import source_tags
 from ._worker import Worker
 from .config import OptunaMlflowSweeperConf
@@ -142,25 +144,25 @@ class OptunaMlflowSweeperImpl(Sweeper):
         return self._run(state)
 
     def _run(self, state: SweepState) -> Any:
-        finished_ok, reason, status = False, "error", "FAILED"
+        finished_ok, reason, status = False, FailReason.ERROR, RunStatus.FAILED
         try:
             with sigterm_as_interrupt(), TrialHeartbeat(state.storage, self.settings.heartbeat_interval) as heartbeat:
                 start_line(state)
                 stop = _loop.run(state, self.launcher, heartbeat, _loop.batch_size(self.settings.n_jobs, self.config))
             results = finish(state, stop)
             summarise(state)
-            if stop in ("complete", "converged") and enabled(self.settings.final.enabled):
+            if stop.final_stage_runs and enabled(self.settings.final.enabled):
                 run_final(state, self.launcher, results)
                 if "final_run_id" in results:  # (not when another worker runs the final stage)
                     summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final")})
             where_to_look(state)
-            finished_ok, status = True, "FINISHED"
+            finished_ok, status = True, RunStatus.FINISHED
             return results
         except TrackingDown as exc:
             state.runs.down = True  # no more MLflow calls: each would wait for the server again
-            reason = "infrastructure: tracking server unreachable"
+            reason = FailReason.TRACKING_DOWN
             abandon_own_trials(state, reason)
-            write_results(state, "tracking server unreachable")
+            write_results(state, StopReason.TRACKING_DOWN)
             done = sum(t.state in FINISHED for t in state.study.get_trials(deepcopy=False))
             raise TrackingDown(
                 f"{exc} during the sweep: study {state.study.study_name!r} keeps its {done} finished trials; rerun "
@@ -168,7 +170,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
                 f"sweep continues") from None
         except (KeyboardInterrupt, SystemExit):
             interrupt_handled()
-            reason, status = "interrupted", "KILLED"
+            reason, status = FailReason.INTERRUPTED, RunStatus.KILLED
             raise
         finally:
             if not finished_ok:

@@ -20,19 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from . import _search_space
+from ._context import COUNTED_FAILURES, FAIL_REASON_ATTR, RUN_ATTR, FailReason, check_interrupted
 from ._converged import should_stop
 from ._errors import SweeperError, TrackingDown, describe
 from ._factories import make_sampler
 from ._heartbeat import TrialHeartbeat
-from ._job import FAIL_REASON_ATTR, RUN_ATTR, check_interrupted
+from ._output import say
 from ._repair import repair
-from ._report import FINISHED, say
-from ._runs import TRIAL
-from ._state import Launched, SweepState
+from ._runs import TRIAL, RunStatus
+from ._state import Launched, StopReason, SweepState
 from ._tell import tell, tell_failed
+from ._trials import FINISHED
 from ._worker import WORKER_ATTR
-
-COUNTED_FAILURES = ("error", "nan")  # what spends the failure budget (not stale, interrupted or surplus trials)
 
 
 def batch_size(settings_jobs: Optional[int], config: DictConfig) -> int:
@@ -44,9 +43,8 @@ def batch_size(settings_jobs: Optional[int], config: DictConfig) -> int:
     return 1
 
 
-def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) -> str:
-    """Trials until the study is complete ("complete"), converged ("converged") or the timeout ("timeout"); raises
-    on a spent budget."""
+def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) -> StopReason:
+    """Trials until the study is complete, converged or the timeout; raises on a spent budget."""
     s = state.settings
     launched = False
     while True:
@@ -55,9 +53,9 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if finished >= s.n_trials and running == 0:
-            return "complete"
+            return StopReason.COMPLETE
         if s.stop_when_converged and finished < s.n_trials and _converged(state, trials, finished):
-            return "converged"
+            return StopReason.CONVERGED
         failures = [t for t in trials if t.state == TrialState.FAIL and state.worker.owns(
             t.system_attrs.get(WORKER_ATTR)) and t.user_attrs.get(FAIL_REASON_ATTR) in COUNTED_FAILURES]
         if len(failures) >= s.max_failures:
@@ -68,7 +66,7 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
         if launched and s.timeout is not None and time.monotonic() - state.started >= s.timeout:
             say(f"timeout of {s.timeout:g} s reached: {finished}/{s.n_trials} trials finished; rerun the same "
                 f"command to continue")
-            return "timeout"
+            return StopReason.TIMEOUT
         room = s.n_trials - finished - running
         if room <= 0:  # the rest run in other workers: wait for them to end (or to go stale)
             time.sleep(s.heartbeat_interval)
@@ -110,7 +108,7 @@ def ask(state: SweepState, heartbeat: TrialHeartbeat, seen: list, asked: int) ->
     heartbeat.add(trial_id)
     state.storage.set_trial_system_attr(trial_id, WORKER_ATTR, state.worker.as_attr())
     if _surplus(state, trial.number, seen, asked):
-        trial.set_user_attr(FAIL_REASON_ATTR, "surplus")
+        trial.set_user_attr(FAIL_REASON_ATTR, FailReason.SURPLUS.value)
         state.study.tell(trial, state=TrialState.FAIL)
         heartbeat.discard(trial_id)
         return None
@@ -153,8 +151,8 @@ def run_batch(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, batch
         returns = launcher.launch(overrides, initial_job_idx=batch[0].number)
     except BaseException as exc:
         for item in batch:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            tell_failed(state, item, reason, describe(exc), "KILLED")
+            reason = FailReason.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FailReason.ERROR
+            tell_failed(state, item, reason, describe(exc), RunStatus.KILLED)
             heartbeat.discard(item.trial_id)
         raise
     down: Optional[TrackingDown] = None

@@ -17,14 +17,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._job import FAIL_REASON_ATTR, RUN_ATTR
-from ._report import say
-from ._runs import restore_run
+from ._context import FAIL_REASON_ATTR, RUN_ATTR, FailReason
+from ._output import say
+from ._runs import RunStatus, restore_run
 from ._state import RETURNED_ATTR, SweepState
 from ._worker import WORKER_ATTR
 
 log = logging.getLogger(__name__)
-STALE = "stale: its worker died"
 
 
 def repair(state: SweepState) -> None:
@@ -42,14 +41,14 @@ def repair(state: SweepState) -> None:
         else:
             gone = state.worker.sees_gone(worker)
         if gone:
-            fail(state, trial.number, STALE)
+            fail(state, trial.number, FailReason.STALE)
     # (Trials failed by Optuna's heartbeat check carry no fail_reason: they count as stale, not as errors.)
     end_orphan_runs(state)
 
 
-def fail(state: SweepState, number: int, reason: str) -> None:
+def fail(state: SweepState, number: int, reason: FailReason) -> None:
     try:
-        state.storage.set_trial_user_attr(state.trial_id(number), FAIL_REASON_ATTR, reason)
+        state.storage.set_trial_user_attr(state.trial_id(number), FAIL_REASON_ATTR, reason.value)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # it finished (or another worker failed it) meanwhile
     state.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
@@ -63,7 +62,7 @@ def recover_finished(state: SweepState, trial: FrozenTrial) -> bool:
     run = state.runs.client.get_run(run_id)
     objective = state.settings.objective
     value = run.data.metrics.get(objective.name)
-    if run.info.status != "FINISHED" or value is None:
+    if run.info.status != RunStatus.FINISHED or value is None:
         return False
     ended_long_ago = run.info.end_time and time.time() - run.info.end_time / 1000 > state.settings.grace_period
     if not (ended_long_ago or state.worker.sees_gone(trial.system_attrs.get(WORKER_ATTR))):
@@ -76,7 +75,7 @@ def recover_finished(state: SweepState, trial: FrozenTrial) -> bool:
         state.study.tell(trial.number, value)
     except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
         return False  # finished meanwhile
-    state.runs.end(run_id, "FINISHED", {"optuna.trial_state": "COMPLETE",
+    state.runs.end(run_id, RunStatus.FINISHED, {"optuna.trial_state": "COMPLETE",
                                         "repaired": "told to Optuna after its worker died"})
     say(f"trial {trial.number}: its worker died after the job finished; result {value:.4f} kept")
     return True
@@ -85,20 +84,20 @@ def recover_finished(state: SweepState, trial: FrozenTrial) -> bool:
 def end_orphan_runs(state: SweepState) -> None:
     """Runs still RUNNING whose trial is not (killed workers, or a crash between two bookkeeping steps)."""
     by_number = {t.number: t for t in state.study.get_trials(deepcopy=False)}
-    for run in state.runs.children("RUNNING"):
+    for run in state.runs.children(RunStatus.RUNNING):
         number = run.data.tags.get("optuna.trial_number", "")
         trial = by_number.get(int(number)) if number.isdigit() else None
         trial_state = trial.state if trial is not None else None
         if trial_state == TrialState.RUNNING:
             continue  # a live trial of another worker
         if run.info.run_name == state.settings.final.run_name and trial_state == TrialState.COMPLETE:
-            state.runs.end(run.info.run_id, "KILLED", {"error": "the final stage was interrupted"})
+            state.runs.end(run.info.run_id, RunStatus.KILLED, {"error": "the final stage was interrupted"})
         elif trial_state == TrialState.COMPLETE:  # finished in Optuna while MLflow was unreachable
             assert trial is not None
             restore_run(state.runs, run, trial.params, _metrics(state, trial))
             say(f"trial {trial.number}: MLflow run {run.info.run_id} restored from the study")
         else:
-            state.runs.end(run.info.run_id, "KILLED", {
+            state.runs.end(run.info.run_id, RunStatus.KILLED, {
                 "optuna.trial_state": trial_state.name if trial_state is not None else "UNKNOWN",
                 "error": "the worker died (killed or crashed) before the trial ended"})
 
@@ -113,7 +112,7 @@ def _metrics(state: SweepState, trial: FrozenTrial) -> dict[str, float]:
     return metrics
 
 
-def abandon_own_trials(state: SweepState, reason: str) -> None:
+def abandon_own_trials(state: SweepState, reason: FailReason) -> None:
     """On the way out after an error, Ctrl-C or SIGTERM: no trial of this invocation stays RUNNING."""
     try:
         for trial in state.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -121,7 +120,7 @@ def abandon_own_trials(state: SweepState, reason: str) -> None:
                 continue
             fail(state, trial.number, reason)
             if trial.user_attrs.get(RUN_ATTR):
-                state.runs.end(trial.user_attrs[RUN_ATTR], "KILLED",
+                state.runs.end(trial.user_attrs[RUN_ATTR], RunStatus.KILLED,
                                {"optuna.trial_state": "FAIL", "error": f"sweep {reason}"})
     except Exception as exc:  # best effort (the tracking server may be down): the next start repairs the rest
         log.warning("could not close this sweep's running trials: %s", exc)

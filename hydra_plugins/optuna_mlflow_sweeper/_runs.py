@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 import optuna
@@ -21,11 +22,21 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ._context import PARENT_ATTR
 from ._errors import SweeperError, TrackingDown, one_line
-from ._job import PARENT_ATTR, is_unreachable, redact
-from ._stores import limit_http_retries
+from ._redact import redact
+from ._stores import is_unreachable, limit_http_retries
 
 SWEEP, TRIAL = "hyperparameter_sweep", "hyperparameter_tuning"  # tag run_purpose (the final stage's is a setting)
+
+
+class RunStatus(StrEnum):
+    """MLflow's run statuses as the sweeper sets them (MLflow takes their names)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
 log = logging.getLogger(__name__)
 
 
@@ -70,20 +81,20 @@ class Runs:
             "optuna.study_name": study_name, "optuna.trial_number": str(number)})
         return run.info.run_id
 
-    def end(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
+    def end(self, run_id: str, status: RunStatus, tags: Mapping[str, str]) -> None:
         """Set the sweeper's verdict on a run; a run its job already ended keeps its own status."""
         if self.down:
             return
         try:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-            if self.client.get_run(run_id).info.status == "RUNNING":
+            if self.client.get_run(run_id).info.status == RunStatus.RUNNING:
                 self.client.set_terminated(run_id, status=status)
         except TrackingDown:
             raise
         except Exception as exc:
             log.warning("could not update MLflow run %s: %s", run_id, one_line(exc))
 
-    def children(self, status: str) -> list[Any]:
+    def children(self, status: RunStatus) -> list[Any]:
         return self.client.search_runs(
             [self.experiment_id], max_results=1000,
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = '{status}'")
@@ -109,7 +120,7 @@ def parent_run(client: Any, experiment_id: str, study: optuna.Study, created: bo
         run_id = client.create_run(experiment_id, run_name=study.study_name, tags=dict(tags)).info.run_id
         study.set_user_attr(PARENT_ATTR, run_id)
         return run_id
-    client.update_run(run_id, status="RUNNING")
+    client.update_run(run_id, status=RunStatus.RUNNING)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     return run_id
@@ -135,7 +146,7 @@ def restore_run(runs: Runs, run: Any, params: Mapping[str, Any], metrics: Mappin
         name = key.rsplit(".", 1)[-1]
         if name not in run.data.params:
             runs.client.log_param(run.info.run_id, name, value)
-    runs.end(run.info.run_id, "FINISHED", {
+    runs.end(run.info.run_id, RunStatus.FINISHED, {
         "optuna.trial_state": "COMPLETE",
         "repaired": "restored from the Optuna study after the tracking server was unreachable; plots and some "
                     "params may be missing"})

@@ -18,6 +18,8 @@ from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from ._context import COUNTED_FAILURES, FAIL_REASON_ATTR, FailReason
+
 
 class SearchSpaceError(ValueError):
     pass
@@ -201,5 +203,5 @@ def start_point_lost(trials: Iterable[FrozenTrial], point: Mapping[str, Any]) ->
     scored. A copy that failed on its own (an error, a NaN) is not retried."""
     copies = [t for t in trials if t.system_attrs.get("fixed_params") == dict(point)]
     return bool(copies) and all(
-        t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", "stale") not in ("error", "nan")
+        t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR, FailReason.STALE) not in COUNTED_FAILURES
         for t in copies)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +15,20 @@ from ._worker import Worker
 from .config import OptunaMlflowSweeperConf
 
 RETURNED_ATTR = "sweeper.returned"  # trial user attribute: the names of the values its task returned
+
+
+class StopReason(StrEnum):
+    """Why this invocation's loop ended (the results file's ``status``)."""
+
+    COMPLETE = "complete"  # the study holds n_trials finished trials
+    CONVERGED = "converged"  # the stopping rule ended it early
+    TIMEOUT = "timeout"  # hydra.sweeper.timeout: no new trial started
+    TRACKING_DOWN = "tracking server unreachable"
+
+    @property
+    def final_stage_runs(self) -> bool:
+        """A study that ended of itself goes on to its final stage; one cut short does not."""
+        return self in (StopReason.COMPLETE, StopReason.CONVERGED)
 
 
 @dataclass

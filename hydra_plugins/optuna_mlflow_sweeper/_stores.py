@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlparse
 
-from ._job import redact
+from ._redact import redact
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 OWNERS = {"mlflow": {"experiments", "runs"}, "optuna": {"studies", "trials", "version_info"}}
@@ -35,6 +35,24 @@ USE = {"mlflow": "sqlite:///mlflow.db", "optuna": "sqlite:///multirun_outputs/op
 
 class StoreError(ValueError):
     """A store that cannot be used: the message names the key, the URI (redacted) and the fix."""
+
+
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                "Read timed out", "RemoteDisconnected", "Connection aborted", "Connection reset")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The tracking server is gone (as opposed to a bad request, which is a bug to surface): a job may go on
+    without it, and the sweeper repairs its run from the study once the server is back."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, ConnectionError) or any(s in text for s in _UNREACHABLE)
+
+
+def is_integrity_race(exc: BaseException) -> bool:
+    """Another process inserted the same row first (a database's unique constraint): retrying finds it."""
+    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
+    return any(s in text for s in ("UniqueViolation", "IntegrityError", "UNIQUE constraint", "already exists",
+                                   "duplicate key"))
 
 
 def sqlite_path(url: str) -> Optional[Path]:

@@ -20,8 +20,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from ._errors import SweeperError, one_line
-from ._job import is_integrity_race, redact
-from ._stores import StoreError, check_database, check_driver, check_sqlite, create_whole
+from ._redact import redact
+from ._stores import StoreError, check_database, check_driver, check_sqlite, create_whole, is_integrity_race
 
 DEFAULT_FOLDER = "multirun_outputs"
 

@@ -17,18 +17,12 @@ from typing import Any, Optional
 from mlflow.entities import Param
 from optuna.trial import FrozenTrial
 
-from ._job import RUN_ATTR
-from ._report import best_of, counts, shown, with_spread
+from ._context import RUN_ATTR
 from ._state import SweepState
+from ._trials import bare_names, best_of, counts, shown, with_spread
 
 log = logging.getLogger(__name__)
 NOTE_TAG = "mlflow.note.content"
-
-
-def bare_names(keys: Sequence[str]) -> dict[str, str]:
-    """``model.max_depth`` -> ``max_depth``; the full key where two bare names would collide. Pure."""
-    short = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (b if short.count(b) == 1 else k) for k, b in zip(keys, short, strict=True)}
 
 
 def _run_link(state: SweepState, run_id: str, text: str) -> str:

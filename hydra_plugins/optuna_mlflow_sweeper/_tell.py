@@ -17,9 +17,10 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
+from ._context import ERROR_ATTR, FAIL_REASON_ATTR, FailReason
 from ._errors import describe
-from ._job import ERROR_ATTR, FAIL_REASON_ATTR
 from ._report import progress
+from ._runs import RunStatus
 from ._state import RETURNED_ATTR, Launched, SweepState
 
 
@@ -62,29 +63,30 @@ def tell(state: SweepState, item: Launched, ret: JobReturn) -> None:
         name = state.settings.objective.name
         value, others = objective_of(returned, name)
         if not math.isfinite(value):
-            tell_failed(state, item, "nan", f"the objective {name} is {value!r}, not a number")
+            tell_failed(state, item, FailReason.NAN, f"the objective {name} is {value!r}, not a number")
             return
         for key, extra in others.items():
             state.storage.set_trial_user_attr(item.trial_id, key, extra)
         if others:
             state.storage.set_trial_user_attr(item.trial_id, RETURNED_ATTR, sorted(others))
         state.study.tell(item.trial, value)
-        state.runs.end(item.run_id, "FINISHED", {"optuna.trial_state": "COMPLETE"})
+        state.runs.end(item.run_id, RunStatus.FINISHED, {"optuna.trial_state": "COMPLETE"})
         progress(state, item.number, "COMPLETE", value)
         return
     if isinstance(exc, optuna.TrialPruned):
         state.study.tell(item.trial, state=TrialState.PRUNED)
         # KILLED, as MLflow has no "pruned" status: the run's name says it, so that the run list tells a pruned
         # trial from a failed one without opening it.
-        state.runs.end(item.run_id, "KILLED", {"optuna.trial_state": "PRUNED",
+        state.runs.end(item.run_id, RunStatus.KILLED, {"optuna.trial_state": "PRUNED",
                                                "mlflow.runName": f"trial-{item.number:03d} pruned"})
         progress(state, item.number, "PRUNED", None, str(exc))
         return
-    tell_failed(state, item, "error", describe(exc))
+    tell_failed(state, item, FailReason.ERROR, describe(exc))
 
 
-def tell_failed(state: SweepState, item: Launched, reason: str, error: str, run_status: str = "FAILED") -> None:
-    state.storage.set_trial_user_attr(item.trial_id, FAIL_REASON_ATTR, reason)
+def tell_failed(state: SweepState, item: Launched, reason: FailReason, error: str,
+                run_status: RunStatus = RunStatus.FAILED) -> None:
+    state.storage.set_trial_user_attr(item.trial_id, FAIL_REASON_ATTR, reason.value)
     state.storage.set_trial_user_attr(item.trial_id, ERROR_ATTR, error[:2000])
     state.study.tell(item.number, state=TrialState.FAIL, skip_if_finished=True)
     state.runs.end(item.run_id, run_status, {"optuna.trial_state": "FAIL", ERROR_ATTR: error[:5000]})

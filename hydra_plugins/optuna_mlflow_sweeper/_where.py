@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Optional
 from urllib.parse import urlparse
 
-from ._job import redact
+from ._redact import redact
 
 UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 

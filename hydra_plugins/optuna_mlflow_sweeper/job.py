@@ -13,11 +13,12 @@ Beside that: the attribute names the sweeper writes on trials and studies, and t
 shares with the sweeper (redacting a URL's secrets, checking a tracking URI, opening an experiment).
 
 This module only re-exports: Hydra's plugin scan executes every public module of ``hydra_plugins`` again, which
-would give its classes a second identity; the definitions live in ``_job``, ``_stores`` and ``_where`` (the scan
-skips ``_`` modules).
+would give its classes a second identity; the definitions live in ``_context``, ``_redact``, ``_stores`` and
+``_where`` (the scan skips ``_`` modules).
 """
 
-from ._job import (
+from ._context import (
+    COUNTED_FAILURES,
     ERROR_ATTR,
     FAIL_REASON_ATTR,
     FINAL,
@@ -26,35 +27,48 @@ from ._job import (
     PARTIAL_ATTR,
     PRUNER_ATTR,
     RUN_ATTR,
+    START_ATTR,
     TRIAL,
+    FailReason,
     JobContext,
+    Stage,
     Terminated,
     TrialLink,
     check_interrupted,
-    is_integrity_race,
-    is_unreachable,
-    redact,
     sigterm_as_interrupt,
 )
-from ._stores import StoreError, artifact_location, check_tracking_uri, limit_http_retries, open_experiment
+from ._redact import redact
+from ._stores import (
+    StoreError,
+    artifact_location,
+    check_tracking_uri,
+    is_integrity_race,
+    is_unreachable,
+    limit_http_retries,
+    open_experiment,
+)
 from ._where import how_to_open, source_tags, ui_url
 
 __all__ = [
+    "COUNTED_FAILURES",
     "ERROR_ATTR",
     "FAIL_REASON_ATTR",
     "FINAL",
+    "FailReason",
     "JobContext",
     "NOTE_ATTR",
     "PARENT_ATTR",
     "PARTIAL_ATTR",
     "PRUNER_ATTR",
     "RUN_ATTR",
+    "START_ATTR",
+    "Stage",
     "StoreError",
     "TRIAL",
     "Terminated",
     "TrialLink",
-    "check_interrupted",
     "artifact_location",
+    "check_interrupted",
     "check_tracking_uri",
     "how_to_open",
     "is_integrity_race",

@@ -1,16 +1,16 @@
-"""The job's side of the sweep, as job.py publishes it (the contract is described there): the context a job is
-given, its link to its trial, the attribute names, URL redaction and interrupts. Importing it is cheap: optuna is
-imported only when a link is opened."""
+"""The job's side of the sweep, as job.py publishes it (the contract is described in the plugin's README): the
+context a job is given, its link to its trial, the attribute names and reasons, and interrupts. Importing it is cheap:
+optuna is imported only when a link is opened."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -19,15 +19,40 @@ if TYPE_CHECKING:
 
 # Trial user attributes (names other tools may read).
 RUN_ATTR = "mlflow_run_id"  # the trial -> MLflow link
-FAIL_REASON_ATTR = "fail_reason"  # error | nan | interrupted | stale... | surplus
+FAIL_REASON_ATTR = "fail_reason"  # a FailReason
 ERROR_ATTR = "error"
 NOTE_ATTR = "sweeper.note"  # a job's note for its progress line, e.g. why it did not refit
 PARTIAL_ATTR = "sweeper.partial"  # a pruned trial's last intermediate value and where it was taken: [what, value]
+START_ATTR = "sweeper.start_point"  # True on the trial that runs the configured values (start_from_config)
 # Study user attributes.
 PARENT_ATTR = "mlflow_parent_run_id"
 PRUNER_ATTR = "sweeper.pruner"
 
-TRIAL, FINAL = "trial", "final"  # JobContext.stage
+
+class Stage(StrEnum):
+    """Which job this is (JobContext.stage)."""
+
+    TRIAL = "trial"  # a trial of the study
+    FINAL = "final"  # the final stage, after the study
+
+
+TRIAL, FINAL = Stage.TRIAL, Stage.FINAL
+
+
+class FailReason(StrEnum):
+    """Why a trial is FAIL (the trial's ``fail_reason``; the stored values are these strings)."""
+
+    ERROR = "error"  # its job raised
+    NAN = "nan"  # its objective was not a finite number
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    STALE = "stale: its worker died"  # no heartbeat for the grace period, or a dead process
+    SURPLUS = "surplus"  # asked for when the trials before it already filled the study
+    TRACKING_DOWN = "infrastructure: tracking server unreachable"
+
+
+# What spends the failure budget: a job's own errors, not the infrastructure's or a person's (stored values compare
+# equal to the members: StrEnum).
+COUNTED_FAILURES = frozenset({FailReason.ERROR, FailReason.NAN})
 
 
 @dataclass
@@ -39,11 +64,11 @@ class JobContext:
     trial_number: Optional[int] = None
     parent_run_id: Optional[str] = None
     run_id: Optional[str] = None
-    stage: str = TRIAL  # "trial" (a trial of the study) or "final" (the final stage, after the study)
+    stage: str = Stage.TRIAL.value  # a Stage ("trial" or "final"); a str field for OmegaConf
 
     def __post_init__(self) -> None:
-        if self.stage not in (TRIAL, FINAL):
-            raise ValueError(f"stage must be {TRIAL} or {FINAL}, got {self.stage!r}")
+        if self.stage not in tuple(Stage):
+            raise ValueError(f"stage must be {' or '.join(Stage)}, got {self.stage!r}")
 
     @property
     def in_sweep(self) -> bool:
@@ -91,40 +116,6 @@ class TrialLink:
 
     def note(self, text: str) -> None:
         self.trial.set_user_attr(NOTE_ATTR, text)
-
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
-_SECRET_QUERY = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd|token|access_token|auth_token|secret|"
-                           r"api_key|apikey|key)=)(?!\*\*\*)(?:[^&;#\s:]|:(?![\s]|$))*")  # (already hidden: left alone)
-
-
-def redact(url: str) -> str:
-    """A store URL safe to print, tag and write: the password (``user:pw@``), a bare token (``token@host``) and
-    secret query parameters (``?password=``, ``?token=``, ...) replaced by ***."""
-
-    def hide(match: re.Match) -> str:
-        user, colon, _ = match["userinfo"].partition(":")
-        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
-
-    return _SECRET_QUERY.sub(r"\g<key>***", _USERINFO.sub(hide, str(url)))
-
-
-_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
-                "Read timed out", "RemoteDisconnected", "Connection aborted", "Connection reset")
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """The tracking server is gone (as opposed to a bad request, which is a bug to surface): a job may go on
-    without it, and the sweeper repairs its run from the study once the server is back."""
-    text = f"{type(exc).__name__}: {exc}"
-    return isinstance(exc, ConnectionError) or any(s in text for s in _UNREACHABLE)
-
-
-def is_integrity_race(exc: BaseException) -> bool:
-    """Another process inserted the same row first (a database's unique constraint): retrying finds it."""
-    text = f"{type(exc).__name__} {exc} {exc.__cause__}"
-    return any(s in text for s in ("UniqueViolation", "IntegrityError", "UNIQUE constraint", "already exists",
-                                   "duplicate key"))
 
 
 class Terminated(KeyboardInterrupt):
