@@ -1,7 +1,7 @@
 """``python -m src.train`` trains and scores one model; ``python -m src.train --multirun`` runs an Optuna study.
 
-Every job is one MLflow run. Under the sweeper a job is a trial (src.cv_job: cross-validation on the training
-split) or the final stage (src.packaging: refit, test once, register through the gate).
+Every job is one MLflow run. Under the sweeper a job is a trial (src.jobs.trial: cross-validation on the training
+split) or the final stage (src.jobs.final: refit, test once, register through the gate).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.optuna_mlflow_sweeper.job import FINAL, Terminated, sigterm_as_interrupt
-from src import cv_job, packaging
 from src.config import register_configs, validate
 from src.console import quiet_libraries, redacted_output
 from src.errors import UserError, disk_full, one_line
+from src.jobs import final, trial
 
 register_configs()  # Hydra composes the config before main() runs: the schema must be known first.
 
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> Any:
         if HydraConfig.get().mode == RunMode.RUN:
             _refuse_job_context(HydraConfig.get().overrides.task)
         typed = validate(cfg)
-        return (packaging.run if typed.sweep.stage == FINAL else cv_job.run)(typed, cfg)
+        return (final.run if typed.sweep.stage == FINAL else trial.run)(typed, cfg)
     except Exception as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial

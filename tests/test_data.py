@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import data as data_mod
 from src.config import CreditCardDatasetConfig, EvaluationConfig, SplitConfig, SyntheticDatasetConfig
-from src.data import COLUMNS, DataError, load
-from src.fetch import WHEEL_MEMBER, fetch
-from src.split import split
-from src.synthetic import FEATURES, generate
+from src.data import loading as data_mod
+from src.data.fetch import WHEEL_MEMBER, fetch
+from src.data.loading import load
+from src.data.schema import COLUMNS, FEATURES, DataError
+from src.data.split import split
+from src.data.synthetic import generate
 
 
 def small_frame(n=400, frauds=20, seed=0) -> pd.DataFrame:

@@ -5,10 +5,10 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from src.config import EvaluationConfig, RandomForestConfig, SplitConfig, SyntheticDatasetConfig
-from src.data import load
-from src.evaluation import bootstrap_ap_interval, cross_validate, fit_and_test, paired_bootstrap
-from src.model import build_model, forest_key, hyperparameters
-from src.split import split
+from src.data.loading import load
+from src.data.split import split
+from src.model.evaluation import bootstrap_ap_interval, cross_validate, fit_and_test, paired_bootstrap
+from src.model.forest import build_model, forest_key, hyperparameters
 
 
 class Recorder(BaseEstimator, ClassifierMixin):

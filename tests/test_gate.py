@@ -136,8 +136,8 @@ def test_synthetic_data_registers_under_its_own_name(compose_cfg):
 
 def test_a_time_split_tests_on_the_latest_rows_and_folds_only_the_earlier_ones(compose_cfg):
     from src.config import validate
-    from src.data import load
-    from src.split import split
+    from src.data.loading import load
+    from src.data.split import split
 
     cfg = validate(compose_cfg(["dataset=synthetic", "dataset.n_rows=6000", "dataset.fraud_rate=0.02",
                                 "split.method=time"]))
@@ -158,7 +158,7 @@ def test_a_time_split_tests_on_the_latest_rows_and_folds_only_the_earlier_ones(c
 def test_the_paired_bootstrap_resamples_both_models_on_the_same_rows():
     """A challenger a little better than the champion on every fraud: paired, the difference's lower bound is above
     zero; resampling the two models' rows independently would bury the same difference in noise."""
-    from src.evaluation import paired_bootstrap
+    from src.model.evaluation import paired_bootstrap
 
     rng = np.random.default_rng(0)
     y = np.zeros(4000, dtype=int)
@@ -178,7 +178,7 @@ def test_the_paired_bootstrap_resamples_both_models_on_the_same_rows():
 
 
 def test_the_lineage_names_what_differs():
-    from src.gate import Lineage
+    from src.lifecycle.gate import Lineage
 
     a = Lineage("a" * 64, "random,test_size=0.2,seed=42", "Time,V1")
     b = Lineage("b" * 64, "random,test_size=0.2,seed=42", "Time,V1")

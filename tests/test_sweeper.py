@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from src.cv_job import FOREST_ATTR, TWIN_ATTR
+from src.jobs.trial import FOREST_ATTR, TWIN_ATTR
 from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
 from tests.helpers.stores import QUIET
 

@@ -2,7 +2,7 @@
 
 from omegaconf import OmegaConf
 
-from src.tracking import connect, loggable_config
+from src.jobs.tracking import connect, loggable_config
 
 
 def test_experiment_is_created_once_with_artifacts_beside_the_store(tmp_path):
@@ -23,8 +23,8 @@ def test_dataset_schema_is_what_mlflow_infers_from_every_row():
     import mlflow
 
     from src.config import SyntheticDatasetConfig
-    from src.data import load
-    from src.tracking import _mlflow_dataset
+    from src.data.loading import load
+    from src.jobs.tracking import _mlflow_dataset
 
     data = load(SyntheticDatasetConfig(n_rows=3000, fraud_rate=0.02, seed=5))
     full = mlflow.data.from_pandas(data.frame(), name=data.name, targets="Class").schema  # cell by cell
@@ -39,7 +39,7 @@ def test_every_figure_is_closed_even_when_logging_one_fails(tmp_path):
     import mlflow
     import pytest
 
-    from src.tracking import log_figures
+    from src.jobs.tracking import log_figures
 
     plt.close("all")
     figures = {"ok.png": plt.figure(), "broken.png": plt.figure(), "after.png": plt.figure()}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from src.synthetic import FEATURES
+from src.data.schema import FEATURES
 from tests.helpers.cli import ROOT, run_module
 from tests.helpers.stores import SMALL
 

@@ -9,8 +9,8 @@ import os
 import hydra
 from omegaconf import DictConfig
 
-from src import cv_job
 from src.config import validate
+from src.jobs import trial
 from src.train import cli
 
 
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
         raise RuntimeError(f"injected failure in trial {number}")
     if typed.sweep.stage == "trial" and number in _numbers("FLAKY_NAN"):
         return float("nan")
-    return cv_job.run(typed, cfg)
+    return trial.run(typed, cfg)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Phases:
 - holdout: the default sweep's best configuration (BENCHMARKS.md, run 5: 250 trees, unlimited depth, split 2,
   leaf 2) refitted on the training split and tested once under split.method=random and split.method=time;
 - aa: an A/A experiment: the same configuration refitted with other random_states (challengers) against itself
-  with random_state=42 (the champion), each decided by the gate's rule (src.gate.compare: one-sided paired
+  with random_state=42 (the champion), each decided by the gate's rule (src.lifecycle.gate.compare: one-sided paired
   bootstrap of the AP difference on the same test rows, confidence 0.95, margin 0); the share promoted is the
   gate's false-promotion rate. Then the same challengers against a deliberately weak champion (its power).
 """
@@ -38,8 +38,8 @@ def composed(overrides: list[str]):
 
 
 def fit_proba(cfg, data, parts) -> tuple:
-    from src.evaluation import fit_and_test
-    from src.model import build_model
+    from src.model.evaluation import fit_and_test
+    from src.model.forest import build_model
 
     started = time.perf_counter()
     _, test = fit_and_test(build_model(cfg.model), data, parts, cfg.evaluation.bootstrap_samples, seed=cfg.split.seed)
@@ -47,8 +47,8 @@ def fit_proba(cfg, data, parts) -> tuple:
 
 
 def holdout(data_args: list[str], config: list[str]) -> dict:
-    from src.data import load
-    from src.split import split
+    from src.data.loading import load
+    from src.data.split import split
 
     rows = {}
     for method in ("random", "time"):
@@ -66,9 +66,9 @@ def holdout(data_args: list[str], config: list[str]) -> dict:
 
 
 def aa(data_args: list[str], config: list[str], n: int) -> dict:
-    from src.data import load
-    from src.gate import compare
-    from src.split import split
+    from src.data.loading import load
+    from src.data.split import split
+    from src.lifecycle.gate import compare
 
     cfg = composed([*data_args, *config])
     data = load(cfg.dataset)

@@ -37,10 +37,11 @@ def plain_loop(store: Path, n_trials: int) -> dict:
     from omegaconf import OmegaConf
 
     from src.config import register_configs, validate
-    from src.data import load
-    from src.evaluation import cross_validate, plots
-    from src.model import build_model, hyperparameters
-    from src.split import split
+    from src.data.loading import load
+    from src.data.split import split
+    from src.model.evaluation import cross_validate
+    from src.model.forest import build_model, hyperparameters
+    from src.model.plots import plots
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

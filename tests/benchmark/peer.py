@@ -68,7 +68,7 @@ def halving_peer(data_args: list[str], candidates: int, n_jobs: int) -> dict:
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV, StratifiedKFold
 
-    from src.model import build_model
+    from src.model.forest import build_model
 
     cfg, data, parts = _composed(data_args)
     x, y = data.X[parts.train], data.y[parts.train]
@@ -118,7 +118,7 @@ def rescore(data_args: list[str], params: dict, seed: int = 7) -> dict:
     from sklearn.metrics import average_precision_score
     from sklearn.model_selection import StratifiedKFold
 
-    from src.model import build_model
+    from src.model.forest import build_model
 
     cfg, data, parts = _composed(data_args)
     model_cfg = copy.deepcopy(cfg.model)

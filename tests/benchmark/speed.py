@@ -84,8 +84,8 @@ def _composed(data_args: list[str], *overrides: str):
     from hydra import compose, initialize_config_dir
 
     from src.config import register_configs, validate
-    from src.data import load
-    from src.split import split
+    from src.data.loading import load
+    from src.data.split import split
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -99,8 +99,8 @@ def seed_configs_protocol(data_args: list[str], tree_scale: float = 1.0) -> list
     ``tree_scale`` shrinks their forests for the small mode, whose sweeps grow 20 trees."""
     import copy
 
-    from src.evaluation import cross_validate
-    from src.model import build_model
+    from src.model.evaluation import cross_validate
+    from src.model.forest import build_model
 
     base, data, parts = _composed(data_args)  # one load and split for all five
     rows = []
@@ -122,8 +122,8 @@ def tree_curve(data_args: list[str], max_trees: int, step: int) -> list[dict]:
     import numpy as np
     from sklearn.metrics import average_precision_score
 
-    from src.evaluation import fraud_proba
-    from src.model import build_model
+    from src.model.evaluation import fraud_proba
+    from src.model.forest import build_model
 
     cfg, data, parts = _composed(data_args)
     sizes = list(range(step, max_trees + 1, step))
@@ -151,8 +151,8 @@ def bare_optuna_loop(data_args: list[str], n_trials: int) -> dict:
 
     import optuna
 
-    from src.evaluation import cross_validate
-    from src.model import build_model
+    from src.model.evaluation import cross_validate
+    from src.model.forest import build_model
 
     base, data, parts = _composed(data_args)
     per_trial: list[float] = []

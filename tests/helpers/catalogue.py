@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.synthetic import generate
+from src.data.synthetic import generate
 from tests.helpers.cli import assert_one_line_error, run_module
 from tests.helpers.stores import SMALL
 

@@ -1,5 +1,5 @@
 """The sweep's final stage: refit the best trial on the whole training split, test it once on the held-out split,
-log the model (signature, input example) and register it through the gate (src.gate).
+log the model (signature, input example) and register it through the gate (src.lifecycle.gate).
 
 Only the sweeper launches this job (``sweep.stage=final``), once per study and best trial.
 """
@@ -18,13 +18,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from hydra_plugins.optuna_mlflow_sweeper.job import redact
-from src import gate, tracking
 from src.config import Config
-from src.data import Dataset, load
+from src.data.loading import load
+from src.data.schema import Dataset
+from src.data.split import Split, split
 from src.errors import one_line
-from src.evaluation import fit_and_test, plots
-from src.model import build_model
-from src.split import Split, split
+from src.jobs import tracking
+from src.lifecycle import gate
+from src.model.evaluation import fit_and_test
+from src.model.forest import build_model
+from src.model.plots import plots
 
 MODEL_NAME_IN_RUN = "fraud_model"
 

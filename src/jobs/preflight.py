@@ -8,9 +8,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from src.config import Config, validate
-from src.data import load
-from src.model import build_model
-from src.split import split
+from src.data.loading import load
+from src.data.split import split
+from src.model.forest import build_model
 
 _CHECKED: dict[str, str] = {}  # a config's data, split and model, checked once per process -> the data's sha256
 

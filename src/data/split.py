@@ -8,8 +8,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit, train_test_split
 
 from src.config import EvaluationConfig, SplitConfig
-from src.data import DataError, Dataset
-from src.synthetic import FEATURES
+from src.data.schema import FEATURES, DataError, Dataset
 
 TIME_COLUMN = FEATURES.index("Time")
 

@@ -27,10 +27,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from src.config import Config
-from src.data import Dataset
+from src.data.schema import FEATURES, Dataset
 from src.errors import UserError, one_line
-from src.evaluation import fraud_proba, paired_bootstrap
-from src.synthetic import FEATURES
+from src.model.evaluation import fraud_proba, paired_bootstrap
 
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]  # what skops must be allowed to load for a RandomForest
 CHAMPION, CHALLENGER = "champion", "challenger"

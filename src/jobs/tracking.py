@@ -28,9 +28,9 @@ from hydra_plugins.optuna_mlflow_sweeper.job import (
     source_tags,
 )
 from src.config import Config
-from src.data import Dataset
+from src.data.schema import Dataset
 from src.errors import UserError
-from src.model import hyperparameters
+from src.model.forest import hyperparameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
