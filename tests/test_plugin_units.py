@@ -119,8 +119,9 @@ def state(tmp_path):
     parent = client.create_run(experiment, run_name="repair").info.run_id
     settings = OptunaMlflowSweeperConf(objective=ObjectiveConf(name="auc", spread="auc_std"), grace_period=2,
                                        heartbeat_interval=1)
-    return SweepState(settings, study, storage, url, study._study_id, Runs(client, experiment, parent), SearchSpace(),
-                      Worker(), time.monotonic(), tmp_path / "sweep")
+    return SweepState(settings=settings, study=study, storage=storage, storage_url=url, study_id=study._study_id,
+                      runs=Runs(client=client, experiment_id=experiment, parent_id=parent), space=SearchSpace(),
+                      worker=Worker(), started=time.monotonic(), out_dir=tmp_path / "sweep")
 
 
 def _running_trial(state, worker, run_status=None, metrics=None):

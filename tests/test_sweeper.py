@@ -195,7 +195,7 @@ def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
     # 20 trees, the first 5 of fold 1 scored: an impossible threshold prunes every trial at that first look.
     out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold", "model.n_estimators=20",
                 "evaluation.first_look_trees=5", "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}",
-                "registry.enabled=true")
+                "registry.enabled=true", "hydra.sweeper.start_from_config=false")  # (the configured trial: never)
     assert_ends_in_one_line_error(out, "has no COMPLETE trial")
     study = only_study(stores)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
@@ -206,6 +206,15 @@ def test_pruned_trials_are_pruned_and_visible_and_nothing_is_packaged(stores):
     assert all(r.data.metrics["fit_seconds"] > 0 and "val_pr_auc_first_look" in r.data.metrics for r in trials)
     assert runs(stores, "model_packaging") == []
     assert stores.client().search_registered_models() == []
+
+
+def test_the_configured_trial_is_never_pruned_even_below_an_impossible_bar(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=threshold", "model.n_estimators=20",
+                "evaluation.first_look_trees=5", "hydra.sweeper.pruner_options={lower:2.0,n_warmup_steps:0}")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
+    assert study.trials[0].user_attrs["sweeper.start_point"] is True and len(study.trials[0].intermediate_values) == 4
 
 
 def test_row_looks_are_the_pruners_row_budget_and_successive_halving_prunes_on_them(stores):

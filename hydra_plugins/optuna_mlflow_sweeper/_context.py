@@ -101,15 +101,18 @@ class TrialLink:
                                   pruner=make_pruner(spec.get("name", "none"), spec.get("options", {})))
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(context.trial_number or 0))
         self.trial = optuna.Trial(study, trial_id)
+        # The configured values' trial is the sweep's reference ("never worse than a single run"): never pruned, even
+        # when another worker's trials set the bar at a rung first.
+        self.is_start = bool(storage.get_trial_user_attrs(trial_id).get(START_ATTR))
 
     def report(self, step: int, value: float, what: str = "", decide: bool = True) -> None:
         """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop (asked only with
-        ``decide``: a job's last step has nothing left to save)."""
+        ``decide``: a job's last step has nothing left to save; never for the configured values' trial)."""
         import optuna
 
         check_interrupted()  # a Ctrl-C or SIGTERM a library swallowed stops the job here, between two steps
         self.trial.report(value, step)
-        if decide and self.trial.should_prune():
+        if decide and not self.is_start and self.trial.should_prune():
             where = what or f"step {step}"
             self.trial.set_user_attr(PARTIAL_ATTR, [where, value])  # not comparable with finished trials' values
             raise optuna.TrialPruned(f"pruned after {where} (value so far {value:.4f})")

@@ -13,7 +13,7 @@ from ._output import say
 from ._report import save_results
 from ._runs import RunStatus
 from ._state import Launched, SweepState
-from ._tell import kept, outcome
+from ._tell import kept, links_of, outcome
 from ._trials import best_of, with_spread
 
 FINAL_ATTR = "sweeper.final"  # study user attribute: {"trial_number", "run_id"} of the finished final stage
@@ -40,7 +40,8 @@ def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None
         return
     run_id = state.runs.create_child(s.final.run_name, s.final.purpose, state.study.study_name, best.number,
                                      {"best_trial_run_id": best.user_attrs.get(RUN_ATTR, "")})
-    item = Launched(best, best.number, state.trial_id(best.number), run_id, dict(best.params))
+    item = Launched(trial=best, number=best.number, trial_id=state.trial_id(best.number), run_id=run_id,
+                    params=dict(best.params))
     overrides = [*job_overrides(state, item, "final"), *s.final.overrides, "hydra.sweep.subdir=final"]
     spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
     say(f"final stage ({s.final.run_name}) for the best trial ({best.number}, {s.objective.name} "
@@ -62,6 +63,8 @@ def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None
     results["final_run_id"] = run_id
     if kept(returned):
         results["final"] = kept(returned)
+    if links_of(returned):
+        results["final_links"] = links_of(returned)
     save_results(state, results)
 
 

@@ -110,6 +110,9 @@ class OptunaMlflowSweeperImpl(Sweeper):
         check_options(s, dict(space.distributions))
         base = _space_check.pinned_config(self.hydra_context.config_loader, self.config, space)
         extras = _space_check.preflight(s.preflight, base, space)
+        if enabled(s.final.enabled):
+            _space_check.check_final(s.preflight, self.hydra_context.config_loader, self.config, space,
+                                     list(s.final.overrides), extras)
         try:
             check_tracking_uri(s.tracking_uri)  # an unreachable server fails here, before anything is written
         except StoreError as exc:
@@ -136,8 +139,10 @@ class OptunaMlflowSweeperImpl(Sweeper):
         parent_id = parent_run(client, experiment_id, study, created, self._parent_tags(study, url, space),
                                lambda: wait_for_parent(storage, study_id))
         tags = {**source_tags(), **s.run_tags}  # every run says where it came from (command, user, git commit)
-        state = SweepState(s, study, storage, url, study_id, Runs(client, experiment_id, parent_id, tags),
-                           space, self.worker, time.monotonic(), Path(str(self.config.hydra.sweep.dir)))
+        state = SweepState(settings=s, study=study, storage=storage, storage_url=url, study_id=study_id,
+                           runs=Runs(client=client, experiment_id=experiment_id, parent_id=parent_id, tags=tags),
+                           space=space, worker=self.worker, started=time.monotonic(),
+                           out_dir=Path(str(self.config.hydra.sweep.dir)), start_point=point or None)
         repair(state)
         if point and not created and start_point_lost(study.get_trials(deepcopy=False), point):
             study.enqueue_trial(point)  # (skip_if_exists would count the failed copy)
@@ -154,7 +159,8 @@ class OptunaMlflowSweeperImpl(Sweeper):
             if stop.final_stage_runs and enabled(self.settings.final.enabled):
                 run_final(state, self.launcher, results)
                 if "final_run_id" in results:  # (not when another worker runs the final stage)
-                    summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final")})
+                    summarise(state, {"run_id": results["final_run_id"], "returned": results.get("final"),
+                                      "links": results.get("final_links")})
             where_to_look(state)
             finished_ok, status = True, RunStatus.FINISHED
             return results

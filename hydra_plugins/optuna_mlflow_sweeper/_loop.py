@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from . import _search_space
-from ._context import COUNTED_FAILURES, FAIL_REASON_ATTR, RUN_ATTR, FailReason, check_interrupted
+from ._context import COUNTED_FAILURES, FAIL_REASON_ATTR, RUN_ATTR, START_ATTR, FailReason, check_interrupted
 from ._converged import should_stop
 from ._errors import SweeperError, TrackingDown, describe
 from ._factories import make_sampler
@@ -112,9 +112,11 @@ def ask(state: SweepState, heartbeat: TrialHeartbeat, seen: list, asked: int) ->
         state.study.tell(trial, state=TrialState.FAIL)
         heartbeat.discard(trial_id)
         return None
+    if state.start_point and state.storage.get_trial(trial_id).system_attrs.get("fixed_params") == state.start_point:
+        trial.set_user_attr(START_ATTR, True)  # the configured values: never pruned (see TrialLink.report)
     run_id = state.runs.create_child(f"trial-{trial.number:03d}", TRIAL, state.study.study_name, trial.number)
     trial.set_user_attr(RUN_ATTR, run_id)
-    return Launched(trial, trial.number, trial_id, run_id, dict(trial.params))
+    return Launched(trial=trial, number=trial.number, trial_id=trial_id, run_id=run_id, params=dict(trial.params))
 
 
 def _surplus(state: SweepState, number: int, seen: list, asked: int) -> bool:

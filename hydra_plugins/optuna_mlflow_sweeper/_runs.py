@@ -64,7 +64,7 @@ class GuardedClient:
         return call
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runs:
     """The sweep's MLflow side: where runs go and the tags every run carries."""
 

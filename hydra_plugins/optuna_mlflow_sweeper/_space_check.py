@@ -100,6 +100,25 @@ def preflight(dotpath: Optional[str], base: DictConfig, space: _search_space.Sea
     return dict(extras or {})
 
 
+def check_final(dotpath: Optional[str], config_loader: Any, config: DictConfig, space: _search_space.SearchSpace,
+                overrides: list[str], extras: dict[str, Any]) -> None:
+    """The final stage runs the trials' configuration: the app's preflight must return for it (the pinned values
+    and ``final.overrides``) what it returned for the trials, or the sweep is refused before its first trial."""
+    if not dotpath or not overrides:
+        return
+    shown = f"hydra.sweeper.final.overrides=[{','.join(overrides)}]"
+    try:
+        final = config_loader.load_sweep_config(config, [*space.pinned_overrides, *overrides])
+    except HydraException as exc:
+        raise SweeperError(f"{shown}: {' '.join(str(exc).split())}") from None
+    module, _, name = dotpath.replace(":", ".").rpartition(".")
+    got = dict(_run(getattr(importlib.import_module(module), name), task_part(final), shown) or {})
+    differs = sorted(k for k in {*got, *extras} if got.get(k) != extras.get(k))
+    if differs:
+        raise SweeperError(f"{shown} would change what the trials were scored on ({', '.join(differs)}): the final "
+                           f"stage runs the trials' configuration; drop those overrides")
+
+
 def _run(check: Any, cfg: DictConfig, what: str) -> Any:
     try:
         return check(cfg)

@@ -31,7 +31,7 @@ class StopReason(StrEnum):
         return self in (StopReason.COMPLETE, StopReason.CONVERGED)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Launched:
     """A trial in flight: its Optuna handle (a Trial, or the FrozenTrial of the final stage) and its MLflow run."""
 
@@ -42,7 +42,7 @@ class Launched:
     params: dict[str, Any]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SweepState:
     settings: OptunaMlflowSweeperConf
     study: optuna.Study
@@ -55,6 +55,7 @@ class SweepState:
     started: float  # time.monotonic() when this invocation started its loop
     out_dir: Path  # the sweep folder (results file, job outputs)
     stopped_early: Optional[str] = None  # the stopping rule's reason, once it ended the study (see _converged)
+    start_point: Optional[dict[str, Any]] = None  # the configured values queued as a trial (start_from_config)
 
     def trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)

@@ -52,13 +52,13 @@ def description(state: SweepState, trials: Sequence[FrozenTrial], final: Optiona
                  "`study/search_space.yaml`).")
     if final:
         text = f"**{s.final.run_name}**: {_run_link(state, final['run_id'], final['run_id'][:8])}"
+        links = final.get("links") or {}
+        if links:  # what the final job named for people to open (e.g. a registered model version)
+            text += "; " + ", ".join(f"[{label}]({href})" for label, href in links.items())
         returned = final.get("returned") or {}
-        name, version = returned.get("registered_model_name"), returned.get("registered_model_version")
-        if name and version:
-            text += f"; registered [{name} version {version}](#/models/{name}/versions/{version})"
-        extra = {k: v for k, v in returned.items() if k not in ("registered_model_name", "registered_model_version")}
-        if extra:
-            text += "; " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
+        if returned:
+            text += "; " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in returned.items())
         lines.append(text + ".")
     return "\n\n".join(lines)
 

@@ -46,6 +46,18 @@ def kept(returned: Any, leave_out: str = "") -> dict[str, Any]:
         isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) < 2000))}
 
 
+LINKS = "links"  # in a final job's returned mapping: {label: link} for the parent run's description
+
+
+def links_of(returned: Any) -> dict[str, str]:
+    """The links a final job returned for people to open: ``{label: href}``, both strings (pure). An href is a URL
+    or an MLflow UI fragment (``#/models/<name>/versions/<n>``)."""
+    links = returned.get(LINKS) if isinstance(returned, dict) else None
+    if not isinstance(links, dict):
+        return {}
+    return {str(k): v for k, v in links.items() if isinstance(v, str) and len(v) < 2000}
+
+
 def objective_of(returned: Any, name: str) -> tuple[float, dict[str, Any]]:
     """The objective and the other values a job returned (pure)."""
     others = kept(returned, leave_out=name)

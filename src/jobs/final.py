@@ -93,7 +93,9 @@ def _register_and_gate(client: MlflowClient, cfg: Config, data: Dataset, parts: 
     mlflow.set_tags(registered)
     if outcome == gate.UNDECIDED:
         raise gate.RegistryUnavailable(gate.later_hint(name, version))
-    return registered
+    # what the sweeper shows on the parent run: a link to the version (the plugin names no field of this app)
+    return {"promotion_decision": outcome,
+            "links": {f"registered {name} version {version}": f"#/models/{name}/versions/{version}"}}
 
 
 def _registered_for_this_trial(client: MlflowClient, cfg: Config) -> Any:

@@ -5,6 +5,10 @@ sweep in one line, instead of failing every trial until the failure budget is sp
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+
 from omegaconf import DictConfig
 
 from src.config import Config, validate
@@ -25,11 +29,22 @@ def _check(typed: Config) -> str:
     return data.sha256
 
 
+def test_protocol(cfg: Config) -> str:
+    """What a test score depends on beside the data: the test rows (the split). The sweeper refuses a final stage
+    whose config would change it (hydra.sweeper.final.overrides), and the final job checks it again itself."""
+    return digest(dataclasses.asdict(cfg.split))
+
+
+def digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def check(cfg: DictConfig) -> dict[str, str]:
-    """Raises on what a trial with this config would fail on; returns the data's identity (its sha256), which
-    becomes part of the study's: fixing a file gives a fresh study, other data never continues one."""
+    """Raises on what a trial with this config would fail on; returns the data's identity (its sha256) and the test
+    protocol, which become part of the study's: fixing a file gives a fresh study, other data never continues one,
+    and the final stage may not change either."""
     typed = validate(cfg)
     key = repr((typed.dataset, typed.split, typed.evaluation, typed.model))
     if key not in _CHECKED:
         _CHECKED[key] = _check(typed)
-    return {"data_sha256": _CHECKED[key]}
+    return {"data_sha256": _CHECKED[key], "test_protocol": test_protocol(typed)}
