@@ -7,6 +7,7 @@ OmegaConf checks types when overrides are merged; the range checks live in ``__p
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -158,6 +159,61 @@ class EvaluationConfig:
         _check(self.bootstrap_samples >= 100, "evaluation.bootstrap_samples", ">= 100", self.bootstrap_samples)
 
 
+# Every value of the cost model is a non-negative amount of money; its sign is in its name (a gain adds, a cost
+# subtracts), so that "a negative cost" is always a typing mistake, refused before any work.
+COST_KEYS = ("caught_fraud_gain", "caught_fraud_gain_per_amount", "false_alarm_cost", "false_alarm_cost_per_amount",
+             "missed_fraud_cost", "missed_fraud_cost_per_amount", "passed_legit_gain", "passed_legit_gain_per_amount")
+
+
+@dataclass
+class DecisionConfig:
+    """The cost model (the ``decision`` group): what each outcome of a decision earns, per transaction, as a fixed sum
+    plus a share of its Amount. The default is the business metric of scikit-learn's example "Post-tuning the decision
+    threshold for cost-sensitive learning" on this data: a fraud stopped earns 50, a legitimate transaction stopped
+    costs 5, a fraud let through costs its Amount, a legitimate one let through earns 2 % of its Amount."""
+
+    name: str = "anchor"
+    caught_fraud_gain: float = 50.0  # a fraud flagged
+    caught_fraud_gain_per_amount: float = 0.0
+    false_alarm_cost: float = 5.0  # a legitimate transaction flagged
+    false_alarm_cost_per_amount: float = 0.0
+    missed_fraud_cost: float = 0.0  # a fraud let through
+    missed_fraud_cost_per_amount: float = 1.0
+    passed_legit_gain: float = 0.0  # a legitimate transaction let through
+    passed_legit_gain_per_amount: float = 0.02
+    # The operating point: null = the threshold that maximises the net gain of the trial's out-of-fold predictions
+    # (never the test split's); a number in [0, 1] pins it (flag when the fraud probability is at least this).
+    threshold: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _check(bool(str(self.name).strip()), "decision.name", "a name for the cost model", self.name)
+        for key in COST_KEYS:
+            value = getattr(self, key)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                   and value >= 0, f"decision.{key}", "a number >= 0 (an amount of money: whether it is a gain or a "
+                   "cost is in its name)", value)
+        _check(self.threshold is None or 0.0 <= self.threshold <= 1.0, "decision.threshold",
+               "a probability in [0, 1], or null to choose it from the out-of-fold predictions", self.threshold)
+
+    def summary(self) -> str:
+        """The cost model in one line, as it is recorded on a model version."""
+        return ", ".join(f"{k}={getattr(self, k):g}" for k in COST_KEYS)
+
+
+TIME_FEATURES = ("time_of_day", "raw", "drop")
+
+
+@dataclass
+class FeaturesConfig:
+    # What the forest learns from the Time column (seconds since the file's first transaction, meaningless for next
+    # week's): time_of_day = Time mod 86,400 (what a deployed model can compute), raw = as it is, drop = not at all.
+    # Derived inside the logged model: the input schema stays Time, V1..V28, Amount.
+    time: str = "time_of_day"
+
+    def __post_init__(self) -> None:
+        _check(self.time in TIME_FEATURES, "features.time", " or ".join(TIME_FEATURES), self.time)
+
+
 @dataclass
 class MlflowConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -173,6 +229,9 @@ class MlflowConfig:
                self.experiment_name)
 
 
+CRITERIA = ("pr_auc", "net_gain")
+
+
 @dataclass
 class RegistryConfig:
     enabled: bool = True
@@ -185,14 +244,20 @@ class RegistryConfig:
     # features, protocol) the gate stops promoting automatically: choosing among many candidates on the same test
     # rows makes the winner's test score optimistic. Draw a fresh split (split.seed=...) for a new lineage.
     max_test_uses: int = 3
+    # What the gate compares, each model at its own threshold on the same test rows: pr_auc (average precision) or
+    # net_gain (money, under the cost model). BENCHMARKS.md: false-promotion rate and power of each.
+    criterion: str = "pr_auc"
 
     def __post_init__(self) -> None:
+        _check(self.criterion in CRITERIA, "registry.criterion", " or ".join(CRITERIA), self.criterion)
         _check(_is_int(self.max_test_uses) and self.max_test_uses >= 1, "registry.max_test_uses", "an integer >= 1",
                self.max_test_uses)
         _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,255}", self.model_name or "")),
                "registry.model_name", "letters, digits, '_', '-', '.' or spaces, starting with a letter or digit",
                self.model_name)
-        _check(0.0 <= self.margin < 1.0, "registry.margin", "in [0, 1)", self.margin)
+        _check(isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0
+               and (self.criterion != "pr_auc" or self.margin < 1.0), "registry.margin",
+               "in [0, 1) for registry.criterion=pr_auc (an AP difference), >= 0 for net_gain (money)", self.margin)
         _check(0.5 <= self.confidence < 1.0, "registry.confidence", "in [0.5, 1)", self.confidence)
 
 
@@ -204,6 +269,8 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     # Set by the sweeper for each job it launches (the study, the trial, its run, the stage); empty in a single run.
     sweep: JobContext = field(default_factory=JobContext)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -59,6 +60,8 @@ LIBRARY_LOGGERS = ("mlflow", "alembic")
 
 
 def quiet_libraries() -> None:
-    """Hide the libraries' own log lines: every error that matters reaches this project's one-line report."""
+    """Hide the libraries' own log lines (and MLflow's download progress bars): every error that matters reaches
+    this project's one-line report."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)

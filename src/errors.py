@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from hydra_plugins.optuna_mlflow_sweeper.job import redact
 
 
 class UserError(Exception):
     """An expected problem with the user's input: reported as one line, never as a traceback."""
+
+
+_NOT_A_NUMBER = re.compile(r"could not be converted to (Float|Integer)$")
 
 
 def one_line(exc: BaseException) -> str:
@@ -24,6 +29,8 @@ def one_line(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and not isinstance(exc, UserError) and str(cause).strip():
         text += " - " + " ".join(str(cause).strip().splitlines()[0].split())
+    if _NOT_A_NUMBER.search(text):  # OmegaConf's conversion error names the key and the value, not the fix
+        text += ": give a number"
     return redact(text)
 
 

@@ -107,20 +107,18 @@ def test_only_the_sweeper_sets_the_jobs_context(stores, args):
 def test_a_champion_whose_model_file_was_tampered_with_is_refused(stores):
     first = package(stores, "s1", *WEAK)
     assert first.returncode == 0, first.stderr
-    # Tamper with the champion's files: an untrusted type in the model, and the MLmodel file trusting it.
+    # Tamper with the champion's files: an untrusted type planted in its forest (whatever the model's own files say,
+    # the gate loads with this project's list of trusted types).
     import collections
 
     import skops.io
 
     (mlmodel,) = list((stores.root / "mlruns").rglob("MLmodel"))
     spec = yaml.safe_load(mlmodel.read_text())
-    flavor = spec["flavors"]["sklearn"]
-    model_file = mlmodel.parent / flavor["pickled_model"]
+    model_file = mlmodel.parent / spec["flavors"]["python_function"]["artifacts"]["forest"]["path"]
     model = skops.io.load(model_file, trusted=["sklearn.tree._tree.Tree"])
     model.planted_ = collections.Counter(owned=1)
     skops.io.dump(model, model_file)
-    flavor["skops_trusted_types"] = [*flavor["skops_trusted_types"], "collections.Counter"]
-    mlmodel.write_text(yaml.safe_dump(spec))
     second = package(stores, "s2", *GOOD)
     assert_ends_in_one_line_error(second, "outside the trusted list")
     assert "collections.Counter" in second.stderr.strip().splitlines()[-1]
@@ -178,10 +176,14 @@ def test_the_paired_bootstrap_resamples_both_models_on_the_same_rows():
 
 
 def test_the_lineage_names_what_differs():
-    from src.lifecycle.gate import Lineage
+    from src.lifecycle.lineage import Lineage
 
-    a = Lineage("a" * 64, "random,test_size=0.2,seed=42", "Time,V1")
-    b = Lineage("b" * 64, "random,test_size=0.2,seed=42", "Time,V1")
+    common = {"split": "random,test_size=0.2,seed=42", "test_rows": "c" * 64, "features": "time_of_day,V1",
+              "cost_model": "caught_fraud_gain=50"}
+    a = Lineage(data_sha256="a" * 64, **common)
+    b = Lineage(data_sha256="b" * 64, **common)
     assert a.key != b.key and Lineage.from_tags(a.tags()) == a
     (difference,) = b.differences(a)
-    assert difference.startswith("data aaaa") and a.differences(None) == ["its lineage is not recorded"]
+    assert difference.startswith("data aaaa") and a.differences(None) == ["its lineage is not recorded in full"]
+    other_rows = Lineage(data_sha256="a" * 64, **{**common, "test_rows": "d" * 64})
+    assert [d.split(" ")[0:2] for d in other_rows.differences(a)] == [["test", "rows"]]

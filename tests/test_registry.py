@@ -14,7 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -75,16 +77,40 @@ def test_first_model_becomes_champion_and_loads_from_its_alias(registry):
     schema = model.metadata.get_input_schema()
     assert schema.input_names() == ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
     assert {t.name for t in schema.input_types()} == {"double"}
-    assert model.metadata.get_output_schema().to_dict()[0]["tensor-spec"]["dtype"] == "float64"
+    outputs = model.metadata.get_output_schema()
+    assert outputs.input_names() == ["fraud_probability", "decision"]
+    assert [t.name for t in outputs.input_types()] == ["double", "long"]
     local = mlflow.artifacts.download_artifacts(champion.source)
     example = json.loads((Path(local) / "serving_input_example.json").read_text())
-    frame = model.input_example
-    proba = model.predict(frame)
-    assert proba.shape == (5, 2) and ((proba >= 0) & (proba <= 1)).all()
+    answer = model.predict(model.input_example)
+    assert list(answer.columns) == ["fraud_probability", "decision"] and len(answer) == 5
+    threshold = float(champion.tags["decision_threshold"])
+    assert ((answer.fraud_probability >= threshold).astype(int) == answer.decision).all()
     assert example["dataframe_split"]["columns"][0] == "Time"
-    flavor = yaml.safe_load((Path(local) / "MLmodel").read_text())["flavors"]["sklearn"]
-    assert flavor["serialization_format"] == "skops"
-    assert flavor["skops_trusted_types"] == ["sklearn.tree._tree.Tree"]
+    flavor = yaml.safe_load((Path(local) / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code: no pickle to load
+    assert flavor["artifacts"]["forest"]["path"].endswith(".skops")
+    assert flavor["config"]["decision_threshold"] == pytest.approx(threshold)
+    assert champion.tags["cost_model"] == "anchor" and "missed_fraud_cost_per_amount=1" in champion.tags[
+        "cost_model.values"]
+
+
+def test_shifting_every_time_by_whole_days_leaves_every_served_probability_unchanged(registry):
+    """The forest learns the time of day, not seconds since the file began: next week's transactions are scored
+    as today's."""
+    stores, _, _ = registry
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    from src.config import SyntheticDatasetConfig
+    from src.data.loading import load
+
+    data = load(SyntheticDatasetConfig(n_rows=6000, fraud_rate=0.02))
+    frame = pd.DataFrame(data.X[:2000].astype(np.float64), columns=model.metadata.get_input_schema().input_names())
+    before = model.predict(frame)
+    for days in (1, 7, 365):
+        later = frame.assign(Time=frame.Time + days * 86_400)
+        assert (model.predict(later).fraud_probability.to_numpy() == before.fraud_probability.to_numpy()).all()
+    assert before.fraud_probability.nunique() > 10  # a real model, not a constant
 
 
 def test_worse_challenger_does_not_replace_the_champion(registry):
@@ -189,14 +215,27 @@ def test_champion_is_served_over_rest(registry):
         status, body = _post(url, example)
         assert status == 200, body
         predictions = json.loads(body)["predictions"]
-        assert len(predictions) == 5 and all(len(p) == 2 and abs(sum(p) - 1) < 1e-6 for p in predictions)
+        assert len(predictions) == 5 and all(set(p) == {"fraud_probability", "decision"} for p in predictions)
+        threshold = float(client.get_model_version_by_alias(NAME, "champion").tags["decision_threshold"])
+        assert all(p["decision"] == int(p["fraud_probability"] >= threshold) for p in predictions)
         split = example["dataframe_split"]
+        week_later = {"dataframe_split": {"columns": split["columns"],
+                                          "data": [[r[0] + 7 * 86_400, *r[1:]] for r in split["data"]]}}
+        status, body = _post(url, week_later)
+        assert status == 200 and json.loads(body)["predictions"] == predictions  # the same answer next week
         missing = {"dataframe_split": {"columns": split["columns"][:-1], "data": [r[:-1] for r in split["data"]]}}
         status, body = _post(url, missing)
         assert 400 <= status < 500 and "Amount" in body
         text = {"dataframe_split": {"columns": split["columns"], "data": [["x", *split["data"][0][1:]]]}}
         status, body = _post(url, text)
         assert 400 <= status < 500 and "Time" in body
+        negative = {"dataframe_split": {"columns": split["columns"], "data": [[*split["data"][0][:-1], -12.5]]}}
+        status, body = _post(url, negative)
+        assert status == 400 and "column Amount is negative (-12.5) in row 1" in json.loads(body)["message"]
+        nan = {"dataframe_split": {"columns": split["columns"], "data": [[split["data"][0][0], None,
+                                                                          *split["data"][0][2:]]]}}
+        status, body = _post(url, nan)
+        assert status == 400 and "column V1 is missing (NaN or null) in row 1" in json.loads(body)["message"]
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from src.jobs.trial import FOREST_ATTR, TWIN_ATTR
+from src.jobs.reuse import FOREST_ATTR, TWIN_ATTR
 from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
 from tests.helpers.stores import QUIET
 
@@ -37,6 +37,39 @@ def runs(stores, purpose=None):
 
 def results(stores) -> dict:
     return yaml.safe_load((stores.sweep_dir / "optimization_results.yaml").read_text())
+
+
+def test_every_complete_trial_scores_money_and_keeps_its_threshold_and_money_can_be_the_objective(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=median",
+                "hydra.sweeper.pruner_options={n_startup_trials:1,n_warmup_steps:0}")
+    assert out.returncode == 0, out.stderr
+    study = only_study(stores)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    by_id = {r.info.run_id: r for r in runs(stores, "hyperparameter_tuning")}
+    for t in complete:
+        assert {"val_net_gain", "val_net_gain_std", "decision_threshold", "net_gain_curve"} <= set(t.user_attrs)
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.metrics["val_net_gain"] == pytest.approx(t.user_attrs["val_net_gain"], abs=1e-4)
+        assert float(run.data.params["decision_threshold"]) == pytest.approx(t.user_attrs["decision_threshold"],
+                                                                             rel=1e-5)
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:  # pruned on AP before its folds were done: no money, no threshold
+            assert "val_net_gain" not in t.user_attrs and "decision_threshold" not in t.user_attrs
+    money = StoresAt(stores, "money")
+    out = sweep(money, "hydra.sweeper.n_trials=3", "hydra.sweeper.objective.name=val_net_gain")
+    assert out.returncode == 0, out.stderr
+    study = only_study(money)
+    assert study.metric_names == ["val_net_gain"]
+    assert all(t.value == t.user_attrs["val_net_gain"] and "val_pr_auc" in t.user_attrs for t in study.trials)
+    assert results(money)["best_value_spread"] == study.best_trial.user_attrs["val_net_gain_std"]
+    assert "val_net_gain ± spread" in out.stdout
+
+
+def StoresAt(stores, name):  # noqa: N802 (a second set of stores beside the first)
+    from tests.helpers.stores import Stores
+
+    (stores.root / name).mkdir()
+    return Stores.at(stores.root / name)
 
 
 def test_trials_are_nested_runs_linked_both_ways(stores):

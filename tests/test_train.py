@@ -30,6 +30,10 @@ def test_single_run_logs_a_complete_mlflow_run(stores):
     metrics = run.data.metrics
     assert 0 < metrics["val_pr_auc"] <= 1 and metrics["val_pr_auc_std"] > 0
     assert 0 < metrics["val_roc_auc"] <= 1 and metrics["fit_seconds"] > 0
+    # money: each fold at the threshold of the other folds, and the operating point chosen on all of them
+    assert "val_net_gain" in metrics and metrics["val_net_gain_std"] > 0 and "val_net_gain = " in out.stdout
+    assert 0 <= float(params["decision_threshold"]) <= 1 and params["cost_model"] == "anchor"
+    assert params["time_feature"] == "time_of_day"
     tags = run.data.tags
     assert tags["run_purpose"] == "hyperparameter_tuning"
     assert tags["mlflow.source.name"].startswith("python -m src.train") and tags["mlflow.user"]  # where it came from
@@ -37,7 +41,8 @@ def test_single_run_logs_a_complete_mlflow_run(stores):
     assert tags["model_family"] == "random_forest" and tags["problem_type"] == "fraud_detection"
     assert len(tags["data_sha256"]) == 64 and tags["git_commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/confusion_matrix.png", "plots/precision_recall_curve.png", "plots/roc_curve.png"}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/precision_recall_curve.png", "plots/roc_curve.png",
+                         "plots/net_gain.png"}
     assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "synthetic" and dataset_input.dataset.digest

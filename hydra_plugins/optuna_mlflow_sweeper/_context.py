@@ -84,6 +84,15 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
+def recorded_trial(context: JobContext) -> optuna.trial.FrozenTrial:
+    """The job's trial as the study records it (its parameters, state, value and user attributes): what a final
+    stage reads of the trial it runs again, e.g. a result the trial kept for it."""
+    assert context.in_sweep, "recorded_trial needs the context the sweeper passes to its jobs"
+    storage = _storage(str(context.storage))
+    study_id = storage.get_study_id_from_name(str(context.study_name))
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, int(context.trial_number or 0)))
+
+
 class TrialLink:
     """A job's handle on its Optuna trial (``trial``, a plain ``optuna.Trial``): intermediate values for the pruner,
     and notes for the sweeper's progress line."""

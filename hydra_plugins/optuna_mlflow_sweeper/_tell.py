@@ -77,10 +77,11 @@ def tell(state: SweepState, item: Launched, ret: JobReturn) -> None:
         if not math.isfinite(value):
             tell_failed(state, item, FailReason.NAN, f"the objective {name} is {value!r}, not a number")
             return
-        for key, extra in others.items():
+        returned_values = {**others, name: value} if isinstance(returned, dict) else others
+        for key, extra in returned_values.items():  # the objective too: a job may read a whole result back
             state.storage.set_trial_user_attr(item.trial_id, key, extra)
-        if others:
-            state.storage.set_trial_user_attr(item.trial_id, RETURNED_ATTR, sorted(others))
+        if returned_values:
+            state.storage.set_trial_user_attr(item.trial_id, RETURNED_ATTR, sorted(returned_values))
         state.study.tell(item.trial, value)
         state.runs.end(item.run_id, RunStatus.FINISHED, {"optuna.trial_state": "COMPLETE"})
         progress(state, item.number, "COMPLETE", value)

@@ -35,7 +35,8 @@ def with_spread(value: Optional[float], spread: Any) -> str:
     if value is None:
         return "-"
     ok = isinstance(spread, (int, float)) and not isinstance(spread, bool) and math.isfinite(spread)
-    return f"{value:.4f} ± {spread:.4f}" if ok else f"{value:.4f}"
+    fmt = "{:.4f}" if abs(value) < 100 else "{:,.1f}"  # a score to 4 decimals, an amount (of money, say) to 1
+    return f"{fmt.format(value)} ± {fmt.format(spread)}" if ok else fmt.format(value)
 
 
 def spread_of(trial: Optional[FrozenTrial], key: Optional[str]) -> Optional[float]:

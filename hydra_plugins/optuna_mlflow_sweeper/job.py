@@ -35,6 +35,7 @@ from ._context import (
     Terminated,
     TrialLink,
     check_interrupted,
+    recorded_trial,
     sigterm_as_interrupt,
 )
 from ._redact import redact
@@ -75,6 +76,7 @@ __all__ = [
     "is_unreachable",
     "limit_http_retries",
     "open_experiment",
+    "recorded_trial",
     "redact",
     "sigterm_as_interrupt",
     "source_tags",

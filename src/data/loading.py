@@ -155,6 +155,11 @@ def _finish(name: str, source: str, digest: str, frame: pd.DataFrame) -> Dataset
         kind = "missing (NaN)" if np.isnan(values[row, col]) else "infinite"
         raise DataError(f"{source}: column {COLUMNS[col]} is {kind} in data row {row + 1} (line {row + 2}); "
                         f"remove or fill such rows")
+    amount = values[:, COLUMNS.index("Amount")]
+    if (amount < 0).any():
+        row = int(np.flatnonzero(amount < 0)[0])
+        raise DataError(f"{source}: column Amount is negative ({amount[row]:g}) in data row {row + 1} (line "
+                        f"{row + 2}): an amount is >= 0 (the cost model counts it as money)")
     labels = values[:, -1]
     bad = ~np.isin(labels, (0.0, 1.0))
     if bad.any():

@@ -30,9 +30,11 @@ def _check(typed: Config) -> str:
 
 
 def test_protocol(cfg: Config) -> str:
-    """What a test score depends on beside the data: the test rows (the split). The sweeper refuses a final stage
-    whose config would change it (hydra.sweeper.final.overrides), and the final job checks it again itself."""
-    return digest(dataclasses.asdict(cfg.split))
+    """What a test score depends on beside the data: the test rows (the split), the features and the cost model. The
+    sweeper refuses a final stage whose config would change it (hydra.sweeper.final.overrides), and the final job
+    checks its trial's whole result key again itself."""
+    return digest({"split": dataclasses.asdict(cfg.split), "features": dataclasses.asdict(cfg.features),
+                   "decision": dataclasses.asdict(cfg.decision)})
 
 
 def digest(value: object) -> str:

@@ -126,6 +126,8 @@ def run_params(cfg: Config, data: Dataset) -> dict[str, Any]:
         n_rows=len(data.y),
         n_frauds=data.n_frauds,
         n_duplicates_dropped=data.n_duplicates_dropped,
+        cost_model=cfg.decision.name,
+        time_feature=cfg.features.time,
     )
     if data.name == "synthetic":
         params.update(dataset_n_rows=cfg.dataset.n_rows, dataset_fraud_rate=cfg.dataset.fraud_rate,

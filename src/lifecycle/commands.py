@@ -20,8 +20,10 @@ from hydra_plugins.optuna_mlflow_sweeper.job import StoreError, check_tracking_u
 from src.config import MlflowConfig, RegistryConfig, config_from_logged
 from src.console import quiet_libraries, redacted_output
 from src.errors import UserError, one_line
-from src.lifecycle import gate
-from src.model.evaluation import fraud_proba
+from src.lifecycle import gate, turns
+from src.lifecycle.ledger import Ledger, RegistryError, RegistryUnavailable
+from src.lifecycle.lineage import Lineage
+from src.lifecycle.registration import decide_in_turn
 
 
 def _version_arg(text: str) -> str:
@@ -35,11 +37,11 @@ def _get_version(client: MlflowClient, name: str, version: str) -> Any:
     try:
         client.get_registered_model(name)
     except MlflowException:
-        raise gate.RegistryError(f"no registered model named {name!r} (see: python -m src.registry list)") from None
+        raise RegistryError(f"no registered model named {name!r} (see: python -m src.registry list)") from None
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
-        raise gate.RegistryError(f"{name} has no version {version} (see: python -m src.registry list)") from None
+        raise RegistryError(f"{name} has no version {version} (see: python -m src.registry list)") from None
 
 
 def _record(client: MlflowClient, name: str, version: str, decision: str, reason: str, previous: Optional[str]) -> None:
@@ -62,28 +64,32 @@ def cmd_list(client: MlflowClient, name: str) -> None:
             for alias, version in client.get_registered_model(name).aliases.items():
                 aliases.setdefault(str(version), []).append(alias)
     except MlflowException as exc:
-        raise gate.RegistryError(f"cannot list {name!r}: {one_line(exc)}") from None
+        raise RegistryError(f"cannot list {name!r}: {one_line(exc)}") from None
     if not versions:
-        raise gate.RegistryError(f"no registered model named {name!r} yet: run a sweep first (python -m src.train "
-                                 f"--multirun)")
-    print(f"{'version':>7}  {'aliases':20}  {'test_pr_auc':>11}  {'95% CI':16}  {'lineage':16}  {'test uses':>9}  "
-          f"{'decision':14}  reason")
+        raise RegistryError(f"no registered model named {name!r} yet: run a sweep first (python -m src.train "
+                            f"--multirun)")
+    print(f"{'version':>7}  {'aliases':20}  {'test_pr_auc':>11}  {'95% CI':16}  {'net gain':>12}  {'threshold':>9}  "
+          f"{'lineage':16}  {'test uses':>9}  {'decision':16}  reason")
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         tags = mv.tags
         ap = tags.get("test_pr_auc", "-")
         ap = f"{float(ap):.4f}" if ap.replace(".", "", 1).isdigit() else ap
+        gain = tags.get("test_net_gain")
+        gain = f"{float(gain):,.0f}" if gain is not None else "-"
         print(f"{mv.version:>7}  {','.join(sorted(aliases.get(str(mv.version), []))):20}  {ap:>11}  "
-              f"{tags.get('test_pr_auc_ci', '-'):16}  {tags.get('lineage', '-'):16}  "
-              f"{tags.get('test_split_uses', '-'):>9}  {tags.get('decision', '-'):14}  "
+              f"{tags.get('test_pr_auc_ci', '-'):16}  {gain:>12}  {tags.get('decision_threshold', '-'):>9}  "
+              f"{tags.get('lineage', '-'):16}  {tags.get('test_split_uses', '-'):>9}  {tags.get('decision', '-'):16}  "
               f"{tags.get('decision_reason', '')[:120]}")
 
 
 def cmd_promote(client: MlflowClient, name: str, version: str, reason: str) -> None:
     _get_version(client, name, version)
-    current = gate.champion_version(client, name)
-    previous = str(current.version) if current is not None and str(current.version) != version else None
-    _record(client, name, version, "manual_promotion", reason, previous)
-    client.set_registered_model_alias(name, gate.CHAMPION, version)
+    with turns.Turn(client, name, version, turns.Kind.EXCLUSIVE, wait=120) as turn:
+        current = gate.champion_version(client, name)
+        previous = str(current.version) if current is not None and str(current.version) != version else None
+        turn.check()
+        _record(client, name, version, "manual_promotion", reason, previous)
+        client.set_registered_model_alias(name, gate.CHAMPION, version)
     print(f"{name} version {version} is champion (was {current.version if current else 'none'}): {reason}")
 
 
@@ -91,49 +97,64 @@ def cmd_rollback(client: MlflowClient, name: str, to: Optional[str], reason: str
     current = gate.champion_version(client, name)
     if current is None:
         _get_version(client, name, to or "1")  # a clearer error if the model itself is missing
-        raise gate.RegistryError(f"{name} has no champion to roll back")
+        raise RegistryError(f"{name} has no champion to roll back")
     target = to or current.tags.get("previous_champion")
     if not target:
-        raise gate.RegistryError(f"{name} v{current.version} records no previous champion: name the version with "
-                                 f"--to")
+        raise RegistryError(f"{name} v{current.version} records no previous champion: name the version with --to")
     if str(target) == str(current.version):
-        raise gate.RegistryError(f"version {target} is already the champion")
+        raise RegistryError(f"version {target} is already the champion")
     _get_version(client, name, target)
-    _record(client, name, str(target), "rollback", reason, None)
-    client.set_model_version_tag(name, str(current.version), "rolled_back_at", gate.now())
-    client.set_registered_model_alias(name, gate.CHAMPION, str(target))
+    with turns.Turn(client, name, str(target), turns.Kind.EXCLUSIVE, wait=120) as turn:
+        now = gate.champion_version(client, name)
+        if now is None or str(now.version) != str(current.version):
+            raise RegistryError(f"the champion of {name} changed while rolling back (now "
+                                f"{now.version if now else 'none'}): look again (python -m src.registry list)")
+        turn.check()
+        _record(client, name, str(target), "rollback", reason, None)
+        client.set_model_version_tag(name, str(current.version), "rolled_back_at", gate.now())
+        client.set_registered_model_alias(name, gate.CHAMPION, str(target))
     print(f"{name} champion rolled back from version {current.version} to {target}: {reason}")
 
 
 def cmd_decide(client: MlflowClient, tracking_uri: str, name: str, version: str) -> None:
-    """The gate again for one version: its own test rows (rebuilt from its run's config, checked against its
-    lineage), the same rules; the test split's use is the one already counted for it."""
+    """The gate again for one undecided version: its own test rows (rebuilt from its run's config, checked against
+    its lineage, test rows included), its lineage's rule, and the test-split use counted when it was tested."""
     from src.data.loading import load
-    from src.data.split import split
+    from src.jobs.prepared import amounts, split_of
 
     mv = _get_version(client, name, version)
-    lineage = gate.Lineage.from_tags(mv.tags)
+    decided = mv.tags.get("decision")
+    if decided != gate.UNDECIDED:
+        raise RegistryError(f"{name} version {version} is decided already ({decided or 'no decision recorded'}): "
+                            f"decide runs the gate only for an undecided version; to change the champion by hand use "
+                            f"python -m src.registry promote {version} --reason ... or rollback --reason ...")
+    lineage = Lineage.from_tags(mv.tags)
     if lineage is None or not mv.run_id:
-        raise gate.RegistryError(f"{name} version {version} records no lineage or run: it cannot be re-decided "
-                                 f"(promote it by hand if it should be champion)")
+        raise RegistryError(f"{name} version {version} records no full lineage or run: it cannot be re-decided "
+                            f"(promote it by hand if it should be champion)")
     try:
         logged = client.download_artifacts(mv.run_id, "config/config.yaml")
     except Exception as exc:
-        raise gate.RegistryError(f"cannot read the config of version {version}'s run ({one_line(exc)})") from None
+        raise RegistryError(f"cannot read the config of version {version}'s run ({one_line(exc)})") from None
     cfg = config_from_logged(Path(logged), tracking_uri=tracking_uri, model_name=name)
     data = load(cfg.dataset)
-    if gate.Lineage.of(cfg, data) != lineage:
-        raise gate.RegistryError(f"the data or split of version {version} changed since it was tested (lineage "
-                                 f"{lineage.key} vs {gate.Lineage.of(cfg, data).key}): it cannot be decided on the "
-                                 f"same test rows")
-    parts = split(data, cfg.split, cfg.evaluation)
-    model = gate.load_trusted(tracking_uri, mv)
-    proba = fraud_proba(model, gate.features_frame(data.X[parts.test]))
-    decision = gate.decide(client, cfg, lineage, data.y[parts.test], proba, data.X[parts.test], version)
-    gate.apply(client, name, version, decision, decided_by=f"automatic gate, rerun by {getpass.getuser()}")
-    if decision.decision == gate.UNDECIDED:
-        raise gate.RegistryUnavailable(f"{gate.later_hint(name, version)} ({decision.reason})")
-    print(f"{name} version {version}: {decision.decision}: {decision.reason}")
+    parts = split_of(cfg, data)
+    now = Lineage.of(cfg, data, parts)
+    if now != lineage:
+        raise RegistryError(f"the data, split or test rows of version {version} changed since it was tested "
+                            f"({'; '.join(now.differences(lineage))}): it cannot be decided on the same test rows")
+    rule = Ledger(client, tracking_uri, lineage).open(None)  # the lineage's own rule, whatever the command line says
+    uses = int(mv.tags.get("test_split_uses", "0") or 0)  # the use counted at its look, not today's count
+    rows = gate.TestRows.of(data.X[parts.test], data.y[parts.test], amounts(data)[parts.test], cfg.decision)
+    challenger, _ = gate.rescore(tracking_uri, mv, rows)
+    with turns.Turn(client, name, version, turns.Kind.EXCLUSIVE, wait=300) as turn:
+        if client.get_model_version(name, version).tags.get("decision") != gate.UNDECIDED:
+            raise RegistryError(f"{name} version {version} was decided meanwhile: see python -m src.registry list")
+        decision = decide_in_turn(client, cfg, version, turn, lineage, rule, rows, challenger, uses,
+                                  f"automatic gate, rerun by {getpass.getuser()}")
+    if decision.verdict == gate.UNDECIDED:
+        raise RegistryUnavailable(f"{gate.later_hint(name, version)} ({decision.reason})")
+    print(f"{name} version {version}: {decision.verdict.value}: {decision.reason}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -163,13 +184,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.command in ("promote", "rollback") and not args.reason.strip():
-            raise gate.RegistryError("--reason must say why (it is recorded on the model version)")
+            raise RegistryError("--reason must say why (it is recorded on the model version)")
         try:
             check_tracking_uri(args.tracking_uri, key="--tracking-uri", writable=args.command != "list")
         except StoreError as exc:
-            raise gate.RegistryError(str(exc)) from None
+            raise RegistryError(str(exc)) from None
         if args.tracking_uri.startswith("sqlite:///") and not Path(args.tracking_uri[len("sqlite:///"):]).exists():
-            raise gate.RegistryError(f"no MLflow store at {args.tracking_uri}: run a sweep first, or pass "
+            raise RegistryError(f"no MLflow store at {args.tracking_uri}: run a sweep first, or pass "
                                      f"--tracking-uri")
         client = MlflowClient(args.tracking_uri)
         if args.command == "list":

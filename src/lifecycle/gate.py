@@ -1,104 +1,170 @@
 """The champion/challenger gate: a new version replaces the champion only if it is better with confidence.
 
-Invariants:
-- fail closed: only "the champion alias does not exist" means there is no champion; any other registry error
-  moves no alias (decision ``undecided``; ``python -m src.registry decide N`` runs the gate again later);
-- same lineage only: a challenger is compared only with a champion whose test score rests on the same data bytes,
-  split, features and protocol; another lineage is never promoted automatically (decision ``kept_champion``);
-- the test split is a budget: past ``registry.max_test_uses`` looks at one lineage's test rows, the gate stops
-  promoting automatically;
-- the champion is loaded with this project's own trusted types, never those its MLmodel file lists.
+The decision is made in two steps, as MLflow's own model validation does: ``gather`` collects the evidence from the
+registry (the champion, its lineage, the champion re-scored now on the same test rows, the paired comparison), and
+``decide`` is a pure rule over that evidence and the lineage's rule (the tests call it directly).
 
-Every decision is written on the version it concerns (tags ``decision``, ``decision_reason``, and its description).
+Invariants:
+- fail closed: only "the champion alias does not exist" means there is no champion; any other registry error, a
+  champion that cannot be loaded, or one whose re-score does not reproduce its recorded test AP, moves no alias
+  (decision ``undecided``; ``python -m src.registry decide N`` decides it later);
+- same lineage only (data, split, test rows, features, cost model, protocol): another lineage is never compared,
+  never promoted automatically (decision ``kept_champion``);
+- the test split is a budget: past the lineage's ``max_test_uses`` looks, the gate stops promoting automatically;
+- the rule (criterion, confidence, margin, budget) is the lineage's, fixed at its first use (src.lifecycle.ledger);
+- the champion is loaded with this project's own trusted types and re-scored with this project's own code
+  (src.lifecycle.package); each model is judged at its own threshold.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from enum import StrEnum
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import average_precision_score
 
-from src.config import Config
-from src.data.schema import FEATURES, Dataset
-from src.errors import UserError, one_line
-from src.model.evaluation import fraud_proba, paired_bootstrap
+from src.config import DecisionConfig
+from src.data.schema import FEATURES
+from src.errors import one_line
+from src.lifecycle.ledger import RegistryError, RegistryUnavailable, Rule
+from src.lifecycle.lineage import Lineage
+from src.lifecycle.package import ModelRefused, load_version
+from src.model.decision import Payoffs, paired_gain
+from src.model.evaluation import paired_bootstrap
+from src.model.inputs import derive
 
-TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]  # what skops must be allowed to load for a RandomForest
 CHAMPION, CHALLENGER = "champion", "challenger"
-PROMOTED, KEPT, UNDECIDED = "promoted", "kept_champion", "undecided"
-PROTOCOL = "test average precision; one-sided paired bootstrap of the difference on the same test rows"
 
 
-class RegistryError(UserError):
-    pass
+class Verdict(StrEnum):
+    """The version tag ``decision`` the gate writes."""
+
+    PROMOTED = "promoted"
+    KEPT = "kept_champion"
+    UNDECIDED = "undecided"
 
 
-class RegistryUnavailable(RegistryError):
-    """The registry could not be read or written during the gate: nothing was promoted."""
+PROMOTED, KEPT, UNDECIDED = Verdict.PROMOTED, Verdict.KEPT, Verdict.UNDECIDED
 
 
-@dataclass(frozen=True)
-class Lineage:
-    """What a version's test score depends on: two versions are comparable only if all of it is equal."""
+@dataclass(frozen=True, kw_only=True)
+class TestRows:
+    """The lineage's test rows as the gate scores them: the file's columns, labels, and what each decision earns."""
 
-    data_sha256: str
-    split: str
-    features: str
-    protocol: str = PROTOCOL
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-    def tags(self) -> dict[str, str]:
-        return {"lineage": self.key, **{f"lineage.{k}": v for k, v in asdict(self).items()}}
+    X: np.ndarray
+    y: np.ndarray
+    payoffs: Payoffs
 
     @classmethod
-    def of(cls, cfg: Config, data: Dataset) -> Lineage:
-        return cls(data.sha256, cfg.split.describe(), ",".join(FEATURES))
-
-    @classmethod
-    def from_tags(cls, tags: dict[str, str]) -> Optional[Lineage]:
-        try:
-            return cls(tags["lineage.data_sha256"], tags["lineage.split"], tags["lineage.features"],
-                       tags["lineage.protocol"])
-        except KeyError:
-            return None  # registered before lineages were recorded
-
-    def differences(self, other: Optional[Lineage]) -> list[str]:
-        if other is None:
-            return ["its lineage is not recorded"]
-        names = {"data_sha256": "data", "split": "split", "features": "features", "protocol": "protocol"}
-        return [f"{names[k]} {getattr(other, k)[:24]} vs {v[:24]}" for k, v in asdict(self).items()
-                if getattr(other, k) != v]
+    def of(cls, X: np.ndarray, y: np.ndarray, amount: np.ndarray, cost: DecisionConfig) -> TestRows:
+        return cls(X=X, y=y, payoffs=Payoffs.of(cost, y, amount))
 
 
-@dataclass
-class Decision:
-    decision: str  # promoted | kept_champion | undecided
-    reason: str
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """A model on the test rows at its own threshold."""
+
+    proba: np.ndarray
+    threshold: float
+
+    def ap(self, rows: TestRows) -> float:
+        return float(average_precision_score(rows.y, self.proba))
+
+    def gains(self, rows: TestRows) -> np.ndarray:
+        return rows.payoffs.at(self.proba, self.threshold)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    ap_diff: float
+    ap_lower: float
+    gain_diff: float
+    gain_lower: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """Everything the rule looks at, gathered from the registry (or why it could not be)."""
+
     challenger_ap: float
-    test_split_uses: int
-    champion_ap: Optional[float] = None
+    challenger_gain: float
+    uses: int
+    n_rows: int
+    unavailable: Optional[str] = None
     champion_version: Optional[str] = None
-    diff_lower: Optional[float] = None
+    champion_is_this_version: bool = False
+    lineage_differences: tuple[str, ...] = ()
+    champion_ap: Optional[float] = None
+    champion_recorded_ap: Optional[float] = None
+    champion_gain: Optional[float] = None
+    comparison: Optional[Comparison] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    verdict: Verdict
+    reason: str
+    uses: int
+    champion_version: Optional[str] = None
+    champion_ap: Optional[float] = None
 
     @property
     def promote(self) -> bool:
-        return self.decision == PROMOTED
+        return self.verdict == Verdict.PROMOTED
 
 
-def features_frame(X: np.ndarray) -> pd.DataFrame:
-    """The model's input: the 30 named columns as doubles (what the signature promises)."""
-    return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=FEATURES)
+REPRODUCED = 1e-9  # the champion re-scored now must give its recorded test AP (the same forest on the same rows)
+
+
+def decide(e: Evidence, rule: Rule, fresh_split_hint: str) -> Decision:
+    """The gate's rule, pure: promote only a challenger of the champion's lineage whose paired lower bound on the
+    rule's criterion is above the margin, within the test split's budget."""
+    budget = f"test split used {e.uses} time(s) in this lineage (max {rule.max_test_uses})"
+    champ = e.champion_version
+    if e.unavailable is not None:
+        return Decision(verdict=UNDECIDED, reason=f"{e.unavailable}: no alias moved", uses=e.uses,
+                        champion_version=champ)
+    if e.champion_is_this_version:
+        return Decision(verdict=PROMOTED, reason=f"already the {CHAMPION}", uses=e.uses, champion_version=champ)
+    if champ is None:
+        if e.uses > rule.max_test_uses:
+            return Decision(verdict=KEPT, reason=f"no champion yet, but {budget}: past the budget a model is not "
+                            f"promoted automatically ({fresh_split_hint}; or python -m src.registry promote N "
+                            f"--reason ...)", uses=e.uses)
+        return Decision(verdict=PROMOTED, reason=f"no champion yet: the first registered model becomes champion; "
+                        f"{budget}", uses=e.uses)
+    if e.lineage_differences:
+        return Decision(verdict=KEPT, reason=f"the champion v{champ} rests on another lineage "
+                        f"({'; '.join(e.lineage_differences)}): not compared, never promoted automatically (python -m "
+                        f"src.registry promote N --reason ... overrides); {budget}", uses=e.uses,
+                        champion_version=champ)
+    assert e.champion_ap is not None and e.comparison is not None
+    if e.champion_recorded_ap is None or abs(e.champion_ap - e.champion_recorded_ap) > REPRODUCED:
+        recorded = "none" if e.champion_recorded_ap is None else f"{e.champion_recorded_ap:.6f}"
+        return Decision(verdict=UNDECIDED, reason=f"the champion v{champ} re-scored now gives test AP "
+                        f"{e.champion_ap:.6f}, not its recorded {recorded}: its model or the test rows changed, so "
+                        f"the two are not compared; no alias moved", uses=e.uses, champion_version=champ)
+    c = e.comparison
+    better = (c.ap_lower if rule.criterion == "pr_auc" else c.gain_lower) > rule.margin
+    summary = (f"challenger test AP {e.challenger_ap:.4f} vs champion v{champ} {e.champion_ap:.4f}, net gain "
+               f"{e.challenger_gain:,.0f} vs {e.champion_gain:,.0f}, re-scored on the same {e.n_rows} test rows, each "
+               f"at its own threshold: AP difference {c.ap_diff:+.4f} ({rule.confidence:.0%} lower bound "
+               f"{c.ap_lower:+.4f}), net gain difference {c.gain_diff:+,.0f} (lower bound {c.gain_lower:+,.0f}); "
+               f"criterion {rule.criterion}, margin {rule.margin:g}; {budget}")
+    if better and e.uses > rule.max_test_uses:
+        return Decision(verdict=KEPT, reason=f"{summary}: better, but not promoted automatically: past the test "
+                        f"split's budget its score is optimistic; {fresh_split_hint}", uses=e.uses,
+                        champion_version=champ, champion_ap=e.champion_ap)
+    verdict = PROMOTED if better else KEPT
+    text = "better: promoted" if better else "not better with confidence: champion kept"
+    return Decision(verdict=verdict, reason=f"{summary}: {text}", uses=e.uses, champion_version=champ,
+                    champion_ap=e.champion_ap)
 
 
 def check_registry(client: MlflowClient, name: str) -> None:
@@ -123,104 +189,56 @@ def champion_version(client: MlflowClient, name: str) -> Any:
     try:  # "alias not found" comes as INVALID_PARAMETER_VALUE: make sure, by reading the model's aliases
         if CHAMPION not in client.get_registered_model(name).aliases:
             return None
-    except Exception:
+    except Exception:  # noqa: BLE001 (the registry is failing: fail closed below)
         pass
     raise RegistryUnavailable(f"cannot read the {CHAMPION} of {name} ({one_line(error)})")
 
 
-def test_split_uses(client: MlflowClient, lineage: Lineage) -> int:
-    """How many versions (of any model name) were tested on this lineage's test rows so far."""
-    return len(client.search_model_versions(f"tags.lineage = '{lineage.key}'"))
+def rescore(tracking_uri: str, version: Any, rows: TestRows) -> tuple[Scored, float | None]:
+    """A version's forest on the test rows at its recorded threshold, and its recorded test AP."""
+    forest, config = load_version(tracking_uri, version)
+    features = derive(np.asarray(rows.X, dtype=np.float64), FEATURES, str(config.get("time_feature", "raw")))
+    frame = pd.DataFrame(features, columns=forest.feature_names_in_)
+    proba = forest.predict_proba(frame)[:, list(forest.classes_).index(1)]
+    recorded = version.tags.get("test_pr_auc_exact")
+    return Scored(proba=proba, threshold=float(config["decision_threshold"])), (
+        float(recorded) if recorded is not None else None)
 
 
-def load_trusted(tracking_uri: str, version: Any) -> Any:
-    """A registered model loaded with this project's trusted types (the MLmodel file only says which file)."""
-    import mlflow
-    import skops.io
-    import yaml
-
-    mlflow.set_tracking_uri(tracking_uri)  # models:/ sources resolve through the current tracking store
-    local = Path(mlflow.artifacts.download_artifacts(version.source, tracking_uri=tracking_uri))
-    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
-    if flavor.get("serialization_format") != "skops":
-        raise RegistryError(f"version {version.version} is stored as {flavor.get('serialization_format')!r}, "
-                            f"not skops: refused (only skops files are loaded, with a fixed list of trusted types)")
+def gather(client: MlflowClient, tracking_uri: str, name: str, lineage: Lineage, rule: Rule, rows: TestRows,
+           challenger: Scored, uses: int, version: str, n_boot: int, seed: int) -> Evidence:
+    """The evidence for ``version`` against the current champion (read now: call it inside the version's turn)."""
+    base = {"challenger_ap": challenger.ap(rows), "challenger_gain": float(challenger.gains(rows).sum()),
+            "uses": uses, "n_rows": len(rows.y)}
     try:
-        return skops.io.load(local / flavor["pickled_model"], trusted=TRUSTED_TYPES)
-    except skops.io.exceptions.UntrustedTypesFoundException as exc:
-        raise RegistryError(f"version {version.version}'s model file holds types outside the trusted list "
-                            f"({one_line(exc)}): refused") from None
-
-
-def decide(client: MlflowClient, cfg: Config, lineage: Lineage, y_test: np.ndarray, challenger_proba: np.ndarray,
-           test_x: np.ndarray, version: Optional[str] = None) -> Decision:
-    """Promote only a challenger of the champion's lineage that beats it, re-scored now on the same test rows,
-    within the test split's budget. ``version``: the version being decided again later (already counted)."""
-    name, rule = cfg.registry.model_name, cfg.registry
-    challenger_ap = float(_ap(y_test, challenger_proba))
-    try:
-        uses = test_split_uses(client, lineage) + (0 if version else 1)
         champion = champion_version(client, name)
     except RegistryUnavailable as exc:
-        return Decision(UNDECIDED, f"{exc}: no alias moved", challenger_ap, 0)
-    except Exception as exc:  # the registry did not answer: fail closed
-        return Decision(UNDECIDED, f"cannot read the registry ({one_line(exc)}): no alias moved", challenger_ap, 0)
-    budget = f"test split used {uses} time(s) in this lineage (max {rule.max_test_uses})"
-    exclude = version
-    if champion is not None and str(champion.version) == exclude:
-        return Decision(PROMOTED, f"already the {CHAMPION}", challenger_ap, uses, champion_version=exclude)
+        return Evidence(**base, unavailable=str(exc))
+    except Exception as exc:  # noqa: BLE001 (the registry did not answer: fail closed)
+        return Evidence(**base, unavailable=f"cannot read the registry ({one_line(exc)})")
     if champion is None:
-        return Decision(PROMOTED, f"no champion yet: the first registered model becomes champion; {budget}",
-                        challenger_ap, uses)
+        return Evidence(**base)
+    champ = str(champion.version)
+    if champ == str(version):
+        return Evidence(**base, champion_version=champ, champion_is_this_version=True)
     differs = lineage.differences(Lineage.from_tags(champion.tags))
     if differs:
-        return Decision(KEPT, f"the champion v{champion.version} rests on another lineage ({'; '.join(differs)}): "
-                        f"not compared, never promoted automatically (python -m src.registry promote N --reason ... "
-                        f"overrides); {budget}", challenger_ap, uses, champion_version=str(champion.version))
+        return Evidence(**base, champion_version=champ, lineage_differences=tuple(differs))
     try:
-        model = load_trusted(cfg.mlflow.tracking_uri, champion)
-    except RegistryError as exc:
-        if "refused" in str(exc):
-            raise
-        return Decision(UNDECIDED, f"cannot load the champion v{champion.version} to re-score it ({exc})",
-                        challenger_ap, uses, champion_version=str(champion.version))
-    except Exception as exc:  # the registry or artifact store failed: fail closed
-        return Decision(UNDECIDED, f"cannot load the champion v{champion.version} to re-score it "
-                        f"({one_line(exc)})", challenger_ap, uses, champion_version=str(champion.version))
-    cmp, better = compare(cfg, y_test, challenger_proba, fraud_proba(model, features_frame(test_x)))
-    summary = (f"challenger test AP {cmp.challenger_ap:.4f} vs champion v{champion.version} {cmp.champion_ap:.4f} "
-               f"re-scored on the same {len(y_test)} test rows: difference {cmp.diff:+.4f}, "
-               f"{rule.confidence:.0%} lower bound {cmp.diff_lower:+.4f}, margin {rule.margin:g}; {budget}")
-    if better and uses > rule.max_test_uses:
-        verdict = (f"better, but not promoted automatically: past the test split's budget its score is optimistic; "
-                   f"{_fresh_split_hint(cfg)}")
-        decision = KEPT
-    else:
-        verdict = "better: promoted" if better else "not better with confidence: champion kept"
-        decision = PROMOTED if better else KEPT
-    return Decision(decision, f"{summary}: {verdict}", cmp.challenger_ap, uses, cmp.champion_ap,
-                    str(champion.version), cmp.diff_lower)
-
-
-def compare(cfg: Config, y_test: np.ndarray, challenger_proba: np.ndarray,
-            champion_proba: np.ndarray) -> tuple[Any, bool]:
-    """The gate's statistical rule: better only if the one-sided lower bound of the paired-bootstrap AP difference
-    (both models on the same resampled rows) is above the margin."""
-    cmp = paired_bootstrap(y_test, challenger_proba, champion_proba, n_boot=cfg.evaluation.bootstrap_samples,
-                           seed=cfg.split.seed, confidence=cfg.registry.confidence)
-    return cmp, cmp.diff_lower > cfg.registry.margin
-
-
-def _fresh_split_hint(cfg: Config) -> str:
-    if cfg.split.method == "time":
-        return "the time holdout cannot be redrawn: test on newer data (a new data file is a new lineage)"
-    return f"draw a fresh split (split.seed={cfg.split.seed + 1} or any unused seed: a new lineage)"
-
-
-def _ap(y: np.ndarray, proba: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, proba))
+        scored, recorded = rescore(tracking_uri, champion, rows)
+    except ModelRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 (the registry or artifact store failed: fail closed)
+        return Evidence(**base, champion_version=champ,
+                        unavailable=f"cannot load the champion v{champ} to re-score it ({one_line(exc)})")
+    ap = paired_bootstrap(rows.y, challenger.proba, scored.proba, n_boot=n_boot, seed=seed,
+                          confidence=rule.confidence)
+    gain = paired_gain(challenger.gains(rows), scored.gains(rows), n_boot=n_boot, seed=seed,
+                       confidence=rule.confidence)
+    return Evidence(**base, champion_version=champ, champion_ap=scored.ap(rows), champion_recorded_ap=recorded,
+                    champion_gain=float(scored.gains(rows).sum()),
+                    comparison=Comparison(ap_diff=ap.diff, ap_lower=ap.diff_lower, gain_diff=gain.diff,
+                                          gain_lower=gain.lower))
 
 
 def now() -> str:
@@ -229,35 +247,42 @@ def now() -> str:
 
 def decision_tags(decision: Decision, decided_by: str = "automatic gate") -> dict[str, str]:
     return {
-        "decision": decision.decision,
+        "decision": decision.verdict.value,
         "decision_reason": decision.reason,
         "decided_at": now(),
         "decided_by": decided_by,
-        "test_split_uses": str(decision.test_split_uses),
         **({"champion_test_pr_auc": f"{decision.champion_ap:.4f}"} if decision.champion_ap is not None else {}),
         **({"compared_with_version": decision.champion_version} if decision.champion_version else {}),
     }
 
 
-def apply(client: MlflowClient, name: str, version: str, decision: Decision,
+def apply(client: MlflowClient, name: str, version: str, decision: Decision, turn: Any,
           decided_by: str = "automatic gate") -> None:
-    """Write the decision on the version, then move the aliases it calls for (only challenger when undecided)."""
+    """Within the version's turn: the aliases the decision calls for, then the decision on the version. A promotion
+    checks first that the champion is still the one it was compared with (it is, within a turn: belt and braces)."""
+    turn.check()
+    if decision.promote and decision.champion_version != version:
+        current = champion_version(client, name)
+        now_champion = str(current.version) if current is not None else None
+        if now_champion != decision.champion_version:
+            raise RegistryUnavailable(f"the {CHAMPION} of {name} moved from v{decision.champion_version} to "
+                                      f"v{now_champion} during the decision: not promoted")
+        if decision.champion_version:
+            client.set_model_version_tag(name, version, "previous_champion", decision.champion_version)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
     for key, value in decision_tags(decision, decided_by).items():
         client.set_model_version_tag(name, version, key, value)
     mv = client.get_model_version(name, version)
     client.update_model_version(name, version, description=decision_text(version, mv.tags))
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    if decision.promote and decision.champion_version != version:
-        if decision.champion_version:
-            client.set_model_version_tag(name, version, "previous_champion", decision.champion_version)
-        client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def decision_text(version: Any, tags: dict[str, str]) -> str:
     return (f"v{version}: {tags.get('decision', '?')} by {tags.get('decided_by', '?')} at "
             f"{tags.get('decided_at', '?')}. {tags.get('decision_reason', '')}. Test AP {tags.get('test_pr_auc', '?')} "
-            f"(95% CI {tags.get('test_pr_auc_ci', '?')}), lineage {tags.get('lineage', '?')} "
-            f"(data sha256 {tags.get('lineage.data_sha256', tags.get('data_sha256', '?'))}, "
+            f"(95% CI {tags.get('test_pr_auc_ci', '?')}), net gain {tags.get('test_net_gain', '?')} at threshold "
+            f"{tags.get('decision_threshold', '?')} (cost model {tags.get('cost_model', '?')}), lineage "
+            f"{tags.get('lineage', '?')} (data sha256 {tags.get('lineage.data_sha256', tags.get('data_sha256', '?'))}, "
             f"split {tags.get('lineage.split', '?')}), test split uses {tags.get('test_split_uses', '?')}.")
 
 

@@ -39,9 +39,11 @@ class CVResult:
     fit_seconds: float
     # With a single validation split there is no spread over folds: a bootstrap standard error stands in.
     single_split_std: float
-    # Out-of-fold fraud probabilities for the rows that were validated (aligned with oof_index).
+    # Out-of-fold fraud probabilities for the rows that were validated (aligned with oof_index), and the fold that
+    # validated each row.
     oof_index: np.ndarray = field(repr=False)
     oof_proba: np.ndarray = field(repr=False)
+    oof_fold: np.ndarray = field(repr=False)
 
     @property
     def pr_auc(self) -> float:
@@ -66,6 +68,7 @@ def cross_validate(
     model: ClassifierMixin, data: Dataset, split: Split, on_fold: Optional[FoldCallback] = None,
     look_trees: Optional[int] = None, on_look: Optional[LookCallback] = None,
     row_looks: Sequence[float] = (), on_rows: Optional[RowsCallback] = None, seed: int = 0,
+    X: Optional[np.ndarray] = None,
 ) -> CVResult:
     """Fit a fresh clone per fold of the training split; never touches the test rows.
 
@@ -76,15 +79,18 @@ def cross_validate(
     With row_looks (fractions of the first fold's fitting rows, increasing), a forest is first grown on each
     fraction (a stratified subsample, each one inside the next) and scored on the whole first validation fold
     (on_rows): a look at 1/9 of the rows costs about a ninth of the fold, as successive halving over rows does.
+
+    ``X``: the forest's inputs for every row of ``data`` (src.model.inputs.derive); ``data.X`` by default.
     """
+    X = data.X if X is None else X
     fold_ap, fold_roc, seconds = [], [], 0.0
-    oof_index, oof_proba = [], []
+    oof_index, oof_proba, oof_fold = [], [], []
     for k, (fit_idx, val_idx) in enumerate(split.folds):
         start = time.perf_counter()
-        X_fit, y_fit, y_val = data.X[fit_idx], data.y[fit_idx], data.y[val_idx]
+        X_fit, y_fit, y_val = X[fit_idx], data.y[fit_idx], data.y[val_idx]
         total = model.get_params().get("n_estimators")
         if k == 0 and on_rows is not None:
-            for i, (rows, look_ap) in enumerate(_row_looks(model, data, fit_idx, val_idx, row_looks, seed)):
+            for i, (rows, look_ap) in enumerate(_row_looks(model, X, data.y, fit_idx, val_idx, row_looks, seed)):
                 on_rows(i, rows, look_ap, seconds + time.perf_counter() - start)
         if k == 0 and look_trees is not None and on_look is not None and total is not None and total > look_trees:
             with warnings.catch_warnings():
@@ -92,18 +98,19 @@ def cross_validate(
                 # here both fits see the same rows, so the weights are the same.
                 warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
                 fitted = clone(model).set_params(n_estimators=look_trees, warm_start=True).fit(X_fit, y_fit)
-                look_ap = float(average_precision_score(y_val, fraud_proba(fitted, data.X[val_idx])))
+                look_ap = float(average_precision_score(y_val, fraud_proba(fitted, X[val_idx])))
                 on_look(look_trees, look_ap, seconds + time.perf_counter() - start)
                 fitted.set_params(n_estimators=total).fit(X_fit, y_fit)
         else:
             fitted = clone(model).fit(X_fit, y_fit)
-        proba = fraud_proba(fitted, data.X[val_idx])
+        proba = fraud_proba(fitted, X[val_idx])
         fold_ap.append(float(average_precision_score(y_val, proba)))
         fold_roc.append(float(roc_auc_score(y_val, proba)))
         seconds += time.perf_counter() - start
         del fitted  # a deep forest can take hundreds of MB: free it before the next fold
         oof_index.append(val_idx)
         oof_proba.append(proba)
+        oof_fold.append(np.full(len(val_idx), k))
         if on_fold is not None:
             on_fold(k, float(np.mean(fold_ap)), seconds)
     single_split_std = float("nan")
@@ -116,20 +123,21 @@ def cross_validate(
         single_split_std=single_split_std,
         oof_index=np.concatenate(oof_index),
         oof_proba=np.concatenate(oof_proba),
+        oof_fold=np.concatenate(oof_fold),
     )
 
 
-def _row_looks(model: ClassifierMixin, data: Dataset, fit_idx: np.ndarray, val_idx: np.ndarray,
+def _row_looks(model: ClassifierMixin, X: np.ndarray, labels: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray,
                fractions: Sequence[float], seed: int) -> Iterator[tuple[int, float]]:
     """(rows, AP on the validation fold) of a forest grown on each fraction of the fitting rows: nested stratified
     subsamples (each class shuffled once with the seed; a look takes the same share of frauds and of the rest)."""
     rng = np.random.default_rng(seed)
-    y = data.y[fit_idx]
+    y = labels[fit_idx]
     by_class = [rng.permutation(fit_idx[y == label]) for label in np.unique(y)]
     for fraction in fractions:
         rows = np.sort(np.concatenate([idx[:max(1, round(fraction * len(idx)))] for idx in by_class]))
-        fitted = clone(model).fit(data.X[rows], data.y[rows])
-        yield len(rows), float(average_precision_score(data.y[val_idx], fraud_proba(fitted, data.X[val_idx])))
+        fitted = clone(model).fit(X[rows], labels[rows])
+        yield len(rows), float(average_precision_score(labels[val_idx], fraud_proba(fitted, X[val_idx])))
         del fitted
 
 
@@ -143,15 +151,19 @@ class TestResult:
     proba: np.ndarray = field(repr=False)
 
 
-def fit_and_test(model: ClassifierMixin, data: Dataset, split: Split, n_boot: int, seed: int) -> tuple[
+def fit_and_test(model: ClassifierMixin, data: Dataset, split: Split, n_boot: int, seed: int,
+                 X: Optional[np.ndarray] = None, names: Optional[Sequence[str]] = None) -> tuple[
     ClassifierMixin, TestResult
 ]:
-    """Refit on the whole training split, then score the held-out test split once."""
+    """Refit on the whole training split, then score the held-out test split once. ``X`` and ``names``: the
+    forest's inputs and their names (src.model.inputs), the data's own columns by default."""
+    X = data.X if X is None else X
+    columns = list(names) if names is not None else FEATURES
     start = time.perf_counter()
-    # Fitted on named columns, so that the served model checks them (and scikit-learn does not warn).
-    fitted = clone(model).fit(pd.DataFrame(data.X[split.train], columns=FEATURES), data.y[split.train])
+    # Fitted on named columns, so that scikit-learn checks them when the model scores (and does not warn).
+    fitted = clone(model).fit(pd.DataFrame(X[split.train], columns=columns), data.y[split.train])
     seconds = time.perf_counter() - start
-    proba = fraud_proba(fitted, pd.DataFrame(data.X[split.test], columns=FEATURES))
+    proba = fraud_proba(fitted, pd.DataFrame(X[split.test], columns=columns))
     y_test = data.y[split.test]
     low, high = bootstrap_ap_interval(y_test, proba, n_boot=n_boot, seed=seed)
     return fitted, TestResult(

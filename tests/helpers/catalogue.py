@@ -32,6 +32,8 @@ def _csv(folder: Path, kind: str) -> Path:
         frame.loc[9, "V3"] = float("nan")
     elif kind == "inf":
         frame.loc[12, "V5"] = float("inf")
+    elif kind == "negative_amount":
+        frame.loc[20, "Amount"] = -4.5
     elif kind == "class_2":
         frame.loc[7, "Class"] = 2
     elif kind == "one_class":
@@ -133,6 +135,8 @@ INPUTS = [
     ("a gzipped file", ["dataset=creditcard", "dataset.path={csv:gzip}"], "not a readable CSV file"),
     ("an infinite value", ["dataset=creditcard", "dataset.path={csv:inf}"], "column V5 is infinite in data row 13"),
     ("a Class of 2", ["dataset=creditcard", "dataset.path={csv:class_2}"], "column Class must be 0 or 1, got 2"),
+    ("a negative Amount", ["dataset=creditcard", "dataset.path={csv:negative_amount}"],
+     "column Amount is negative (-4.5) in data row 21"),
     ("a column named twice", ["dataset=creditcard", "dataset.path={csv:twice_named}"], "wrong columns (missing V2"),
     ("data file under a missing home folder", ["dataset=creditcard", "dataset.path='~nobody_here/creditcard.csv'"],
      "dataset.path=~nobody_here/creditcard.csv: no such file"),
@@ -146,6 +150,16 @@ INPUTS = [
     ("more folds than frauds", ["evaluation.cv_folds=500"], "need at least about"),
     ("validation size over 1", ["evaluation.validation_size=1.5"], "evaluation.validation_size must be a fraction"),
     ("threshold of 0", ["evaluation.threshold=0"], "evaluation.threshold must be in (0, 1), got 0"),
+    # The cost model and the decision
+    ("a cost that is not a number", ["decision.false_alarm_cost=abc"],
+     "decision.false_alarm_cost=abc - Value 'abc' of type 'str' could not be converted to Float: give a number"),
+    ("a negative cost", ["decision.missed_fraud_cost_per_amount=-1"],
+     "decision.missed_fraud_cost_per_amount must be a number >= 0"),
+    ("a threshold outside [0, 1]", ["decision.threshold=1.5"], "decision.threshold must be a probability in [0, 1]"),
+    ("an unknown cost model", ["decision=generous"], "unknown decision 'generous': choose one of anchor, chargeback"),
+    ("a criterion that does not exist", ["registry.criterion=profit"],
+     "registry.criterion must be pr_auc or net_gain, got 'profit'"),
+    ("an unknown Time feature", ["features.time=hour"], "features.time must be time_of_day or raw or drop"),
     ("too few bootstrap samples", ["evaluation.bootstrap_samples=10"], "evaluation.bootstrap_samples must be >= 100"),
     ("unknown class weight", ["model.class_weight=heavy"], "model.class_weight must be balanced"),
     ("unknown split method", ["split.method=future"], "split.method must be random or time, got 'future'"),

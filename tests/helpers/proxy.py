@@ -76,8 +76,7 @@ class FaultProxy:
                 pass
 
             def _relay(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                body = self._body()
                 fault = proxy._fault_for(self.command, self.path)
                 if fault is not None:
                     payload = json.dumps(fault.body or {"error_code": "TEMPORARILY_UNAVAILABLE",
@@ -89,7 +88,10 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "transfer-encoding", "content-length")}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -101,6 +103,22 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 conn.close()
+
+            def _body(self) -> Optional[bytes]:
+                """The request's body, whole: by Content-Length, or chunked (a client streaming a file, an empty one
+                included, sends it so)."""
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()  # the CRLF after each chunk
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 
