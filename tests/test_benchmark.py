@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers.cli import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
 
 
 def test_small_benchmark_runs_and_reports_every_measurement(tmp_path):
@@ -36,12 +36,36 @@ def test_unknown_phase_is_refused_before_any_work():
 
 def test_small_gate_benchmark_runs_both_phases(tmp_path):
     out = tmp_path / "gate.json"
-    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.gate", "--small", "--challengers", "5", "--json",
-                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.gate", "--small", "--phases", "holdout,aa",
+                           "--samples", "4", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert set(r["holdout"]) == {"random", "time"} and len(r["aa"]["challengers"]) == 5
-    assert 0 <= r["aa"]["false_promotion_rate"] <= 1 and "A/A: 5 retrains" in proc.stdout
+    assert set(r["holdout"]) == {"random", "time"} and r["aa"]["samples"] == 4
+    assert set(r["aa"]["rates"]) == {"aa", "gap_0.02", "gap_0.05"}
+    for rates in r["aa"]["rates"].values():
+        for criterion in ("pr_auc", "net_gain"):
+            low, high = rates[criterion]["ci95"]
+            assert 0 <= low <= rates[criterion]["rate"] <= high <= 1
+    truth = r["aa"]["truth"]
+    assert truth["champion"]["ap"] - truth["worse_by_0.05"]["ap"] == pytest.approx(0.05, abs=0.002)
+    assert "| aa |" in proc.stdout and "promoted, criterion net_gain" in proc.stdout
+
+
+def test_small_cost_benchmark_compares_every_peer_on_the_anchors_protocol(tmp_path):
+    out = tmp_path / "cost.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.cost", "--small", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["results"]) == {"flag_nothing", "logistic_regression_0.5", "logistic_regression_tuned",
+                                 "random_forest_tuned", "ours"}
+    for name, row in r["results"].items():
+        low, high = row["ci"]
+        assert low <= row["net_gain"] <= high
+        if name != "ours":
+            assert row["verdict"] in ("tie", "ours ahead", "ours behind")
+    assert 0 <= r["results"]["ours"]["threshold"] <= 1 and r["test_rows"] == 10_000
 
 
 def test_the_plain_loop_comparison_runs(tmp_path):

@@ -204,3 +204,19 @@ def test_equal_forest_keys_grow_the_same_trees(small):
     np.testing.assert_array_equal(split_2.oof_proba, split_4.oof_proba)
     assert split_2.fold_pr_auc == split_4.fold_pr_auc
     assert not np.array_equal(split_5.oof_proba, split_4.oof_proba)  # split 5 > 2 * leaf: other trees
+
+
+def test_the_bootstrap_by_counts_is_scikit_learns_average_precision_with_weights():
+    """Each resample's AP, computed once-sorted from resampling counts, equals average_precision_score with the counts
+    as sample weights (ties, a resample without a fraud: 0)."""
+    from sklearn.metrics import average_precision_score
+
+    from src.model.evaluation import resample_counts, weighted_ap
+
+    rng = np.random.default_rng(3)
+    for n, rate in ((3000, 0.01), (60, 0.05)):
+        y = (rng.random(n) < rate).astype(int)
+        proba = np.clip(rng.beta(1, 12, n) + 0.5 * y * rng.random(n), 0, 1).round(2)
+        counts = next(resample_counts(n, 40, seed=1))
+        expected = [average_precision_score(y, proba, sample_weight=c) if (c * y).sum() else 0.0 for c in counts]
+        assert np.allclose(weighted_ap(y, proba, counts), expected, atol=1e-12)

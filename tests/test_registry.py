@@ -285,3 +285,44 @@ def test_the_registry_refuses_another_tools_database(registry):
     stores, _, _ = registry
     out = run_module("src.registry", "--tracking-uri", stores.storage, "--name", NAME, "list")
     assert_one_line_error(out, "is not an MLflow tracking store")
+
+
+def test_the_threshold_is_the_trials_own_whatever_the_test_labels_say(tmp_path):
+    """Two files that differ only in the labels of the test rows (the latest 20 % by Time): the trials never see those
+    rows, so the packaged model's threshold is the same, while its test net gain is not."""
+    from src.data.synthetic import generate
+    from tests.helpers.sweeps import package
+
+    frame = generate(6000, 0.02, 0)  # sorted by Time: the test split of split.method=time is its last 1200 rows
+    test = np.arange(len(frame) - 1200, len(frame))
+    permuted = frame.copy()
+    permuted.loc[test, "Class"] = np.random.default_rng(0).permutation(frame.loc[test, "Class"].to_numpy())
+    stores = Stores.at(tmp_path)
+    tags = {}
+    for label, data in (("as_is", frame), ("permuted", permuted)):
+        csv = tmp_path / f"{label}.csv"
+        data.to_csv(csv, index=False)
+        out = package(stores, label, "dataset=creditcard", f"dataset.path={csv}", "split.method=time",
+                      name=f"Labels_{label}")
+        assert out.returncode == 0, out.stderr
+        (mv,) = stores.client().search_model_versions(f"name = 'Labels_{label}'")
+        tags[label] = mv.tags
+    assert tags["as_is"]["decision_threshold"] == tags["permuted"]["decision_threshold"]
+    assert tags["as_is"]["test_net_gain"] != tags["permuted"]["test_net_gain"]
+    assert tags["as_is"]["lineage.test_rows"] != tags["permuted"]["lineage.test_rows"]
+
+
+def test_the_gate_judges_money_when_the_lineage_says_so(tmp_path):
+    from tests.helpers.sweeps import GOOD, WEAK, package
+
+    stores = Stores.at(tmp_path)
+    first = package(stores, "weak", *WEAK, "registry.criterion=net_gain", name="Money_RF")
+    assert first.returncode == 0, first.stderr
+    second = package(stores, "good", *GOOD, "registry.criterion=net_gain", name="Money_RF")
+    assert second.returncode == 0, second.stderr
+    client = stores.client()
+    v2 = client.get_model_version("Money_RF", "2")
+    reason = v2.tags["decision_reason"]
+    assert "criterion net_gain" in reason and "net gain difference +" in reason and "AP difference" in reason
+    assert v2.tags["decision"] == "promoted"
+    assert str(client.get_model_version_by_alias("Money_RF", "champion").version) == "2"

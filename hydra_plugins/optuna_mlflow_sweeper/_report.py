@@ -17,7 +17,7 @@ from ._context import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, FailReason
 from ._output import result, say
 from ._plots import log_plots
 from ._redact import redact
-from ._state import StopReason, SweepState
+from ._state import RETURNED_ATTR, StopReason, SweepState
 from ._trials import FINISHED, best_of, counts, partial, shown, spread_of, with_spread
 from ._where import how_to_open
 
@@ -90,6 +90,9 @@ def write_results(state: SweepState, stop_reason: StopReason) -> dict[str, Any]:
     spread = _spread(state, best) if best is not None else None
     if spread is not None:
         results["best_value_spread"] = spread
+    if best is not None and best.user_attrs.get(RETURNED_ATTR):  # everything its job returned (e.g. a threshold)
+        results["best_returned"] = {k: best.user_attrs[k] for k in best.user_attrs[RETURNED_ATTR]
+                                    if k in best.user_attrs}
     save_results(state, results)
     print_table(state, trials)
     return results

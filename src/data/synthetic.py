@@ -44,10 +44,15 @@ def _quantile_sample(quantiles: np.ndarray, values: np.ndarray, u: np.ndarray) -
     return np.round(np.interp(u, quantiles, values), 2)
 
 
-def generate(n_rows: int, fraud_rate: float, seed: int) -> pd.DataFrame:
-    """Rows in the real file's schema (Time, V1..V28, Amount, Class), sorted by Time like the real file."""
+def generate(n_rows: int, fraud_rate: float, seed: int, sample_seed: int | None = None) -> pd.DataFrame:
+    """Rows in the real file's schema (Time, V1..V28, Amount, Class), sorted by Time like the real file.
+
+    ``sample_seed``: draw the rows afresh from the population that ``seed`` alone fixes (its fraud campaigns), so that
+    samples with different sample seeds are independent draws from one population (the gate's benchmark); without
+    it, one stream draws both, as it always has."""
     columns, amounts, hours = _stats()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if sample_seed is None else np.random.default_rng([seed, sample_seed])
+    population = rng if sample_seed is None else np.random.default_rng(seed)
     n_fraud = max(2, int(round(n_rows * fraud_rate)))
     n_legit = n_rows - n_fraud
 
@@ -64,8 +69,9 @@ def generate(n_rows: int, fraud_rate: float, seed: int) -> pd.DataFrame:
     # Frauds come in campaigns: each has its own centre (the legit-to-fraud shift, scaled and perturbed per
     # column) and a tight, strongly correlated spread; a share of frauds is camouflaged near legitimate traffic.
     shift = mu_fraud - mu_legit
-    campaign = rng.choice(N_CAMPAIGNS, size=n_fraud, p=rng.dirichlet(np.full(N_CAMPAIGNS, 2.0)))
-    centre_scale = rng.gamma(2.0, 0.5, size=(N_CAMPAIGNS, 1)) * rng.normal(1.0, 0.6, size=(N_CAMPAIGNS, len(V_COLUMNS)))
+    campaign = rng.choice(N_CAMPAIGNS, size=n_fraud, p=population.dirichlet(np.full(N_CAMPAIGNS, 2.0)))
+    centre_scale = population.gamma(2.0, 0.5, size=(N_CAMPAIGNS, 1)) * population.normal(
+        1.0, 0.6, size=(N_CAMPAIGNS, len(V_COLUMNS)))
     centres = mu_legit + centre_scale * shift
     spread = np.sqrt(np.maximum(sd_fraud**2 - shift**2 * centre_scale.var(axis=0), (0.5 * sd_legit) ** 2))
     loading = 0.9 * np.sign(shift) * np.minimum(1.0, np.abs(shift) / (np.abs(shift).max() / 2))

@@ -14,7 +14,6 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.base import ClassifierMixin, clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -176,32 +175,64 @@ def fit_and_test(model: ClassifierMixin, data: Dataset, split: Split, n_boot: in
     )
 
 
-# scipy materialises every resample at once unless batched: 1000 x 57k test rows took 2 GB; batches of 50 take
-# ~0.3 GB and are faster.
-BOOTSTRAP_BATCH = 50
+# The bootstrap of an average precision, as resampling counts: a resample of the rows with replacement is a vector of
+# counts (how often each row was drawn), and a row drawn k times weighs k in the precision-recall curve. The rows are
+# sorted once, not once per resample (scipy.stats.bootstrap hands over resampled arrays, each to be sorted again),
+# and every model of a comparison is scored on the same counts: ~25 times faster on 57k test rows, the same
+# statistic (tests: equal to scikit-learn's average_precision_score with sample_weight).
+BOOTSTRAP_BATCH = 50  # resamples at a time: 50 x 57k counts are ~23 MB
 
 
-def _ap_statistic(y: np.ndarray, p: np.ndarray) -> float:
-    # A resample can miss every fraud (only on tiny test sets): AP is undefined there; count it as 0,
-    # which widens the interval rather than hiding the problem.
-    return float(average_precision_score(y, p)) if y.any() else 0.0
+def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """(batch, n) arrays of counts, one row per bootstrap resample of n rows drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, BOOTSTRAP_BATCH):
+        b = min(BOOTSTRAP_BATCH, n_boot - start)
+        draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        yield np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
+
+
+def weighted_ap(y: np.ndarray, proba: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The average precision of each resample (rows weighted by ``counts``): scikit-learn's step-wise definition,
+    sum over distinct thresholds of (recall gained) x precision. A resample without a fraud scores 0 (only on tiny
+    test sets: it widens the interval rather than hiding the problem)."""
+    order = np.argsort(-np.asarray(proba), kind="mergesort")
+    p, fraud = np.asarray(proba)[order], np.asarray(y)[order] == 1
+    ends = np.r_[np.flatnonzero(np.diff(p) != 0), len(p) - 1]  # a group of equal scores is one threshold
+    frauds = np.flatnonzero(fraud)
+    # only thresholds whose group holds a fraud gain recall: the curve is read there, with the frauds' own counts
+    group_of_fraud = np.searchsorted(ends, frauds)
+    kept = np.unique(group_of_fraud)
+    w = counts[:, order]
+    tp_at = np.cumsum(w[:, frauds], axis=1)[:, np.searchsorted(frauds, ends[kept], side="right") - 1]
+    flagged = np.cumsum(w, axis=1, dtype=np.int64)[:, ends[kept]]
+    total = tp_at[:, -1:] if len(kept) else np.zeros((len(counts), 1))
+    precision = np.divide(tp_at, flagged, out=np.zeros(tp_at.shape), where=flagged > 0)
+    gained = np.diff(tp_at, axis=1, prepend=0) / np.where(total > 0, total, 1)
+    return np.where(total[:, 0] > 0, (gained * precision).sum(axis=1), 0.0)
+
+
+def bootstrap_aps(y: np.ndarray, probas: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+    """Each model's bootstrap distribution of average precision, every model on the same resamples (paired)."""
+    found: list[list[np.ndarray]] = [[] for _ in probas]
+    for counts in resample_counts(len(y), n_boot, seed):
+        for k, proba in enumerate(probas):
+            found[k].append(weighted_ap(y, proba, counts))
+    return [np.concatenate(f) for f in found]
 
 
 def bootstrap_ap_std(y: np.ndarray, proba: np.ndarray, n_boot: int, seed: int) -> float:
-    res = stats.bootstrap((y, proba), _ap_statistic, paired=True, vectorized=False, n_resamples=n_boot,
-                          batch=BOOTSTRAP_BATCH, method="percentile", rng=np.random.default_rng(seed))
-    return float(res.standard_error)
+    (aps,) = bootstrap_aps(y, [proba], n_boot, seed)
+    return float(np.std(aps, ddof=1))
 
 
 def bootstrap_ap_interval(y: np.ndarray, proba: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[
     float, float
 ]:
     """Percentile bootstrap interval of the test average precision (rows resampled with replacement)."""
-    res = stats.bootstrap(
-        (y, proba), _ap_statistic, paired=True, vectorized=False, n_resamples=n_boot, batch=BOOTSTRAP_BATCH,
-        confidence_level=level, method="percentile", rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    (aps,) = bootstrap_aps(y, [proba], n_boot, seed)
+    low, high = np.quantile(aps, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 @dataclass
@@ -214,11 +245,8 @@ class PairedComparison:
 
 def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, n_boot: int, seed: int,
                      confidence: float) -> PairedComparison:
-    """Both models scored on the same resampled rows: the difference's lower bound at ``confidence``."""
-    res = stats.bootstrap(
-        (y, challenger, champion), lambda yy, a, b: _ap_statistic(yy, a) - _ap_statistic(yy, b),
-        paired=True, vectorized=False, n_resamples=n_boot, batch=BOOTSTRAP_BATCH, confidence_level=confidence,
-        alternative="greater", method="percentile", rng=np.random.default_rng(seed),
-    )
+    """Both models scored on the same resampled rows: the difference's one-sided lower bound at ``confidence``
+    (percentile)."""
+    chal_aps, champ_aps = bootstrap_aps(y, [challenger, champion], n_boot, seed)
     chal, champ = float(average_precision_score(y, challenger)), float(average_precision_score(y, champion))
-    return PairedComparison(chal, champ, chal - champ, float(res.confidence_interval.low))
+    return PairedComparison(chal, champ, chal - champ, float(np.quantile(chal_aps - champ_aps, 1 - confidence)))

@@ -1,0 +1,49 @@
+"""The commands the tests run, in one place: a sweep, a one-trial sweep that packages its model (the final stage:
+refit, test, register, gate), and several commands started at the same moment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from tests.helpers.cli import ROOT, Result, run_module
+from tests.helpers.stores import QUIET, SMALL, Stores
+
+# a one-trial study whose final stage packages the configured model: the gate's tests
+PACKAGE = [*SMALL, "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=1"]
+GOOD = ["model.max_depth=8"]
+WEAK = ["model.max_depth=1", "model.n_estimators=1", "model.class_weight=null"]  # about as good as a constant
+
+
+def sweep(stores: Stores, *overrides: str, base: Sequence[str] = QUIET, env: dict | None = None) -> Result:
+    """``python -m src.train --multirun`` into the test's stores (no registry, plots or pruner by default)."""
+    return run_module("src.train", "--multirun", *base, *stores.overrides(), *[o for o in overrides if o], env=env)
+
+
+def package_args(stores: Stores, sweep_dir: str, *overrides: str, name: str, tracking: str | None = None) -> list[str]:
+    real = any(o.startswith("dataset=creditcard") for o in overrides)  # a CSV file: no synthetic settings
+    base = [o for o in PACKAGE if not (real and o.startswith("dataset"))]
+    return ["--multirun", *base, *stores.overrides(), f"hydra.sweep.dir={stores.root / sweep_dir}",
+            f"registry.model_name={name}", *([f"mlflow.tracking_uri={tracking}"] if tracking else []), *overrides]
+
+
+def package(stores: Stores, sweep_dir: str, *overrides: str, name: str, tracking: str | None = None,
+            env: dict | None = None) -> Result:
+    """A one-trial sweep and its final stage into the test's stores (its own study: the sweep folder names it)."""
+    return run_module("src.train", *package_args(stores, sweep_dir, f"hydra.sweeper.study_name={sweep_dir}",
+                                                 *overrides, name=name, tracking=tracking), env=env)
+
+
+def together(commands: list[list[str]], env: dict | None = None) -> list[Result]:
+    """``python -m <command>`` for every command, all started at the same moment; waits for all of them."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    procs = [subprocess.Popen([sys.executable, "-m", *cmd], cwd=ROOT, env=full_env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for cmd in commands]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        done.append(Result(proc.returncode, out, err))
+    return done
