@@ -58,8 +58,15 @@ def test_best_trial_is_packaged_under_the_parent(registry):
     assert m["test_pr_auc_ci_low"] <= m["test_pr_auc"] <= m["test_pr_auc_ci_high"]
     assert 0 < m["test_roc_auc"] <= 1
     assert packaged.data.params["max_depth"] == "8"
-    for key, value in res["best_params"].items():
+    # the packaged trial: the best that beat the configured model with confidence, else the configured model
+    study = optuna.load_study(study_name=res["study_name"], storage=stores.storage)
+    final = study.trials[res["final_trial_number"]]
+    assert packaged.data.tags["optuna.trial_number"] == str(final.number)
+    for key, value in final.params.items():
         assert packaged.data.params[key.split(".")[-1]] == str(value)
+    assert packaged.data.params["decision_threshold"] == f"{final.user_attrs['decision_threshold']:.6g}"
+    if final.number != res["best_trial_number"]:
+        assert res["best_vs_configured"]["ci_low"] <= 0 and "it is the one packaged" in first.stdout
     plots = {a.path for a in client.list_artifacts(packaged.info.run_id, "test_plots")}
     assert {"test_plots/confusion_matrix.png", "test_plots/precision_recall_curve.png"} <= plots
     assert "test_pr_auc = " in first.stdout and "95% bootstrap interval" in first.stdout  # a result: stdout

@@ -14,7 +14,7 @@ from ._report import save_results
 from ._runs import RunStatus
 from ._state import Launched, SweepState
 from ._tell import kept, links_of, outcome
-from ._trials import best_of, with_spread
+from ._trials import best_of, chosen, start_trial, with_spread
 
 FINAL_ATTR = "sweeper.final"  # study user attribute: {"trial_number", "run_id"} of the finished final stage
 
@@ -27,7 +27,8 @@ def enabled(value: Any) -> bool:
 
 def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None:
     s = state.settings
-    best = best_of(state.study.get_trials(deepcopy=False), s.objective.direction)
+    trials = state.study.get_trials(deepcopy=False)
+    best = chosen(trials, s.objective.direction, s.baseline)  # the best that beat the configured values, else them
     if best is None:
         raise SweeperError(f"study {state.study.study_name!r} has no COMPLETE trial (all failed or were pruned): "
                            f"nothing for the final stage ({s.final.run_name})")
@@ -44,7 +45,10 @@ def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None
                     params=dict(best.params))
     overrides = [*job_overrides(state, item, "final"), *s.final.overrides, "hydra.sweep.subdir=final"]
     spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
-    say(f"final stage ({s.final.run_name}) for the best trial ({best.number}, {s.objective.name} "
+    start = start_trial(trials)
+    which = ("the configured values: no trial beat them with confidence" if start is not None and s.baseline.diff
+             and best.number == start.number and best_of(trials, s.objective.direction) is not best else "the best")
+    say(f"final stage ({s.final.run_name}) for trial {best.number} ({which}; {s.objective.name} "
         f"{with_spread(best.value, spread)})")
     with keepalive(marker, s.heartbeat_interval):
         ret = launcher.launch([overrides], initial_job_idx=0)[0]

@@ -13,12 +13,24 @@ from mlflow.utils.time import get_current_time_millis
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ._context import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, FailReason
+from ._context import FAIL_REASON_ATTR, NOTE_ATTR, RUN_ATTR, START_ATTR, FailReason
 from ._output import result, say
 from ._plots import log_plots
 from ._redact import redact
 from ._state import RETURNED_ATTR, StopReason, SweepState
-from ._trials import FINISHED, best_of, counts, partial, shown, spread_of, with_spread
+from ._trials import (
+    FINISHED,
+    best_of,
+    chosen,
+    counts,
+    partial,
+    shown,
+    signed,
+    spread_of,
+    verdict,
+    vs_start,
+    with_spread,
+)
 from ._where import how_to_open
 
 RESULTS_FILE = "optimization_results.yaml"
@@ -90,6 +102,11 @@ def write_results(state: SweepState, stop_reason: StopReason) -> dict[str, Any]:
     spread = _spread(state, best) if best is not None else None
     if spread is not None:
         results["best_value_spread"] = spread
+    found = vs_start(best, s.baseline) if best is not None else None
+    if found is not None:  # the best trial's objective minus the configured model's, paired on the same rows
+        results["best_vs_configured"] = {"diff": found[0], "ci_low": found[1], "ci_high": found[2]}
+    pick = chosen(trials, s.objective.direction, s.baseline)
+    results["final_trial_number"] = pick.number if pick is not None else None
     if best is not None and best.user_attrs.get(RETURNED_ATTR):  # everything its job returned (e.g. a threshold)
         results["best_returned"] = {k: best.user_attrs[k] for k in best.user_attrs[RETURNED_ATTR]
                                     if k in best.user_attrs}
@@ -113,12 +130,16 @@ def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
     keys = list(state.space.distributions)
     short = [k.rsplit(".", 1)[-1] for k in keys]
     head = f"{s.objective.name}" + (" ± spread" if s.objective.spread else "")
-    lines = [f"{'trial':>5}  {'state':8}  {head:>20}  {'pruned at':>22}  " + "  ".join(f"{c:>17}" for c in short)]
+    paired = "vs configured [95%]" if s.baseline.diff else ""
+    lines = [f"{'trial':>5}  {'state':8}  {head:>20}  {paired:>30}  {'pruned at':>22}  "
+             + "  ".join(f"{c:>17}" for c in short)]
     for t in rows:
         if t.user_attrs.get(FAIL_REASON_ATTR) == FailReason.SURPLUS:
             continue
         value = t.value if t.state == TrialState.COMPLETE else None
-        lines.append(f"{t.number:>5}  {t.state.name:8}  {with_spread(value, _spread(state, t)):>20}  "
+        found = vs_start(t, s.baseline) if s.baseline.diff and value is not None else None
+        evidence = ("(configured)" if t.user_attrs.get(START_ATTR) else signed(found)) if found else ""
+        lines.append(f"{t.number:>5}  {t.state.name:8}  {with_spread(value, _spread(state, t)):>20}  {evidence:>30}  "
                      f"{partial(t):>22}  " + "  ".join(f"{_param(t.params.get(k, '-')):>17}" for k in keys))
     best = best_of(trials, s.objective.direction)
     summary = (f"best: trial {best.number}, {s.objective.name} {with_spread(best.value, _spread(state, best))}"
@@ -128,9 +149,14 @@ def print_table(state: SweepState, trials: Sequence[FrozenTrial]) -> None:
 
 
 def where_to_look(state: SweepState) -> None:
-    """The sweep's last lines: how to open its parent run in the MLflow UI."""
+    """The sweep's last lines: how to open its parent run in the MLflow UI, and whether the search beat the
+    configured values with confidence."""
     look = how_to_open(state.settings.tracking_uri, state.runs.experiment_id, state.runs.parent_id)
     result("\n".join(["the study in the MLflow UI (its parent run):", *[f"  {line}" for line in look]]))
+    s = state.settings
+    line = verdict(state.study.get_trials(deepcopy=False), s.objective.direction, s.baseline, s.objective.name)
+    if line:
+        result(line)
 
 
 def _param(value: Any) -> str:

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from ._context import RUN_ATTR
 from ._state import SweepState
-from ._trials import bare_names, best_of, counts, shown, with_spread
+from ._trials import bare_names, best_of, counts, shown, verdict, vs_start, with_spread
 
 log = logging.getLogger(__name__)
 NOTE_TAG = "mlflow.note.content"
@@ -44,6 +44,9 @@ def description(state: SweepState, trials: Sequence[FrozenTrial], final: Optiona
                      f"**{with_spread(best.value, spread)}**; {params}.")
     else:
         lines.append("**Best**: no trial completed yet.")
+    line = verdict(trials, s.objective.direction, s.baseline, s.objective.name)
+    if line:
+        lines.append(f"**Against the configured model**: {line}.")
     if state.stopped_early:
         lines.append(f"**Stopped early** (hydra.sweeper.stop_when_converged): {state.stopped_early}.")
     pinned = ", ".join(f"{k}={v}" for k, v in shown(state.space.pinned).items()) or "nothing"
@@ -81,6 +84,10 @@ def summarise(state: SweepState, final: Optional[dict[str, Any]] = None) -> None
     spread = best.user_attrs.get(s.objective.spread) if s.objective.spread else None
     if isinstance(spread, (int, float)):
         client.log_metric(parent, str(s.objective.spread), round(spread, 4))
+    found = vs_start(best, s.baseline)
+    if found is not None:  # the best minus the configured model, paired on the same rows, and its 95 % interval
+        for suffix, value in zip(("", "_low", "_high"), found, strict=True):
+            client.log_metric(parent, f"best_vs_configured{suffix}", round(value, 4))
     names = bare_names(list(best.params))
     logged = client.get_run(parent).data.params
     wanted = {names[k]: str(v) for k, v in best.params.items()}

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ._context import FAIL_REASON_ATTR, PARTIAL_ATTR, FailReason
+from ._context import FAIL_REASON_ATTR, PARTIAL_ATTR, START_ATTR, FailReason
 from ._redact import redact
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards n_trials
@@ -62,3 +62,56 @@ def partial(trial: FrozenTrial) -> str:
         return ""
     where, value = where_value
     return f"{value:.4f} after {where}"
+
+
+def start_trial(trials: Sequence[FrozenTrial]) -> Optional[FrozenTrial]:
+    """The complete trial of the configured values (the sweeper's start point), if any."""
+    return next((t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(START_ATTR)), None)
+
+
+def vs_start(trial: FrozenTrial, baseline: Any) -> Optional[tuple[float, float, float]]:
+    """(difference, low, high) of ``trial`` against the start trial, as its job returned them, or None."""
+    keys = (baseline.diff, baseline.low, baseline.high)
+    values = [trial.user_attrs.get(k) if k else None for k in keys]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return None
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def beats_start(trial: FrozenTrial, baseline: Any, direction: str) -> bool:
+    """Better than the configured values with confidence: the whole interval on the better side of 0."""
+    found = vs_start(trial, baseline)
+    if found is None or trial.user_attrs.get(START_ATTR):
+        return False
+    return found[1] > 0 if direction == "maximize" else found[2] < 0
+
+
+def chosen(trials: Sequence[FrozenTrial], direction: str, baseline: Any) -> Optional[FrozenTrial]:
+    """The trial the final stage runs: the best of those that beat the configured values with confidence, else the
+    configured values' own trial (a sweep never sells noise as progress); without a baseline, the best."""
+    start = start_trial(trials)
+    if start is None or not (baseline.diff and baseline.low and baseline.high):
+        return best_of(trials, direction)
+    return best_of([t for t in trials if beats_start(t, baseline, direction)], direction) or start
+
+
+def verdict(trials: Sequence[FrozenTrial], direction: str, baseline: Any, name: str) -> Optional[str]:
+    """The sweep's last result line: whether the best beat the configured values with confidence."""
+    start, pick = start_trial(trials), chosen(trials, direction, baseline)
+    if start is None or pick is None or not baseline.diff:
+        return None
+    if pick.number == start.number:
+        best = best_of(trials, direction)
+        found = vs_start(best, baseline) if best is not None and best.number != start.number else None
+        shown = (f" (the best, trial {best.number}: {signed(found)})" if found and best is not None else "")
+        return (f"no trial beat the configured model (trial {start.number}) with confidence in {name}{shown}: it is "
+                f"the one packaged")
+    return f"trial {pick.number}: {signed(vs_start(pick, baseline))} {name} over the configured model (trial " \
+           f"{start.number})"
+
+
+def signed(found: Optional[tuple[float, float, float]]) -> str:
+    if found is None:
+        return "no paired evidence"
+    fmt = "{:+.4f}" if max(abs(v) for v in found) < 100 else "{:+,.0f}"
+    return f"{fmt.format(found[0])} [{fmt.format(found[1])}, {fmt.format(found[2])}]"

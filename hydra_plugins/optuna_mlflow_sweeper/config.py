@@ -48,6 +48,17 @@ class ConvergenceConf:
 
 
 @dataclass
+class BaselineConf:
+    # The values a job returns that compare its trial with the start trial (the configured values, start_from_config)
+    # on the same data: the paired difference in the objective and its 95 % interval. With them the sweep says whether
+    # a trial beat the configured values with confidence, and the final stage runs the best trial that did (else the
+    # configured values' trial). Null: no comparison, the final stage runs the best trial.
+    diff: Optional[str] = None
+    low: Optional[str] = None
+    high: Optional[str] = None
+
+
+@dataclass
 class OptunaMlflowSweeperConf:
     _target_: str = "hydra_plugins.optuna_mlflow_sweeper.optuna_mlflow_sweeper.OptunaMlflowSweeper"
 
@@ -88,6 +99,7 @@ class OptunaMlflowSweeperConf:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment_name: str = "optuna-sweep"
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)
+    baseline: BaselineConf = field(default_factory=BaselineConf)
     # Values the task returns beside the objective that each progress line shows (e.g. fit_seconds).
     progress_metrics: list[str] = field(default_factory=list)
     # Tags on every run the sweeper creates (parent, trials, final stage).

@@ -26,7 +26,8 @@ TWIN_ATTR = "same_forest_as_trial"  # trial user attribute and run tag: the earl
 CURVE_ATTR = "net_gain_curve"  # trial user attribute: out-of-fold net gain on src.model.decision.GRID
 # What a twin takes from the trial it repeats, beside the objective.
 KEPT = ("val_pr_auc", "val_pr_auc_std", "val_pr_auc_sem", "val_roc_auc", "val_net_gain", "val_net_gain_std",
-        "val_net_gain_sem", "decision_threshold")
+        "val_net_gain_sem", "decision_threshold", *(f"{n}_vs_configured{s}" for n in ("val_pr_auc", "val_net_gain")
+                                                    for s in ("", "_low", "_high")))
 
 
 def result_key(cfg: Config, data: Any) -> str:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from hydra_plugins.optuna_mlflow_sweeper.job import TrialLink, check_interrupted
 from src.config import Config, EvaluationConfig
 from src.data.loading import load
-from src.jobs import prepared, reuse, tracking
+from src.jobs import configured, prepared, reuse, tracking
 from src.model.decision import OutOfFold, halves, out_of_fold
 from src.model.evaluation import CVResult, cross_validate
 from src.model.forest import build_model
@@ -82,7 +82,7 @@ class TrialJob:
                 return reuse.same_as(twin, self.link, self.log)
             result = self._cross_validate()
             money = self._money(result)
-            metrics = self._metrics(result, money)
+            metrics = {**self._metrics(result, money), **self._vs_configured(result)}
             self._record_result(result, money, metrics)
         if self.cfg.sweep.trial_number is None:
             self._report_single_run(active, result, money)
@@ -148,6 +148,19 @@ class TrialJob:
         fold_of = result.oof_fold if len(self.parts.folds) > 1 else halves(y, self.cfg.split.seed)
         return out_of_fold(self.cfg.decision, y, result.oof_proba, prepared.amounts(self.data)[result.oof_index],
                            fold_of)
+
+    def _vs_configured(self, result: CVResult) -> dict[str, float]:
+        """Paired evidence against the configured trial (src.jobs.configured): that trial keeps its out-of-fold
+        predictions for the others."""
+        if self.link is None:
+            return {}
+        if self.link.is_start:
+            self.log(configured.save, result)
+            return dict(configured.ITSELF)
+        found, note = configured.for_trial(self.link, self.cfg, self.data.y, prepared.amounts(self.data), result)
+        if note:
+            self.link.note(note)
+        return found
 
     @staticmethod
     def _metrics(result: CVResult, money: OutOfFold) -> dict[str, float]:

@@ -250,3 +250,40 @@ def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
     chal_aps, champ_aps = bootstrap_aps(y, [challenger, champion], n_boot, seed)
     chal, champ = float(average_precision_score(y, challenger)), float(average_precision_score(y, champion))
     return PairedComparison(chal, champ, chal - champ, float(np.quantile(chal_aps - champ_aps, 1 - confidence)))
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    diff: float  # mean over folds of (this model minus the reference), on the same rows
+    low: float  # two-sided 95 % percentile bootstrap interval
+    high: float
+
+    @property
+    def better(self) -> bool:
+        """Better with confidence: the whole interval above 0."""
+        return self.low > 0
+
+
+def paired_over_folds(y: np.ndarray, fold_of: np.ndarray, mine: np.ndarray, reference: np.ndarray, n_boot: int,
+                      seed: int, gains: Optional[tuple[np.ndarray, np.ndarray]] = None) -> PairedInterval:
+    """Two models' out-of-fold predictions on the same rows and folds: the mean over folds of the difference in
+    average precision (or, with ``gains``, in net gain per fold: the rows' gains of each), with a paired bootstrap
+    that resamples the rows within each fold (the folds' own difficulty is shared, so it cancels)."""
+    diffs = np.zeros(n_boot)
+    point = []
+    folds = np.unique(fold_of)
+    for k in folds:
+        rows = np.flatnonzero(fold_of == k)
+        if gains is None:
+            a, b = bootstrap_aps(y[rows], [mine[rows], reference[rows]], n_boot, seed + int(k))
+            point.append(float(average_precision_score(y[rows], mine[rows]))
+                         - float(average_precision_score(y[rows], reference[rows])))
+            diffs += a - b
+        else:
+            d = gains[0][rows] - gains[1][rows]
+            point.append(float(d.sum()))
+            sums = np.concatenate([counts @ d for counts in resample_counts(len(rows), n_boot, seed + int(k))])
+            diffs += sums
+    diffs /= len(folds)
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return PairedInterval(float(np.mean(point)), float(low), float(high))
