@@ -59,3 +59,30 @@ def test_first_sweeps_on_one_study_started_together_all_succeed(tmp_path, round_
     exp = client.get_experiment_by_name("creditcardfraud-sweep")
     parents = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_sweep'")
     assert len(parents) == 1
+
+
+def test_with_two_workers_the_configured_trial_is_never_pruned_when_the_other_sets_the_bar(tmp_path):
+    """The configured model is slow and weak (300 stumps) beside fast, better candidates: the other worker's trials
+    reach each rung first and set the bar, and successive halving would prune it; it runs to the end (the sweep's
+    reference: a sweep never ends on less evidence than a single run)."""
+    from tests.helpers.sweeps import together as started_together
+
+    stores = Stores.at(tmp_path)
+    common = [*QUIET, *stores.overrides(), "hydra.sweeper.n_trials=8", "hydra.sweeper.study_name=bar",
+              "hydra.sweeper.pruner=successive_halving", "evaluation.row_looks=[0.1111,0.3333]",
+              "model.max_depth=1", "model.n_estimators=300", "model.class_weight=null",
+              "model.max_depth=choice(1,8,12)", "model.n_estimators=choice(5,300)"]
+    done = started_together([["src.train", "--multirun", *common, f"hydra.sweep.dir={tmp_path / f'w{i}'}"]
+                             for i in range(2)])
+    for result in done:
+        assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="bar", storage=stores.storage)
+    (start,) = [t for t in study.trials if t.user_attrs.get("sweeper.start_point")]
+    assert start.state == optuna.trial.TrialState.COMPLETE and sorted(start.intermediate_values) == [1, 3, 9, 18, 27]
+    earlier = [t for t in study.trials if t.number != start.number and t.datetime_complete is not None
+               and t.datetime_complete < start.datetime_complete]
+    assert earlier, "no other trial reached a rung before the configured one finished"
+    # the bar it would have been pruned against: an earlier trial better at one of successive halving's rungs
+    bar = [(t.number, step) for t in earlier for step in (1, 3, 9)
+           if step in t.intermediate_values and t.intermediate_values[step] > start.intermediate_values[step]]
+    assert bar, [(t.number, t.intermediate_values) for t in earlier]

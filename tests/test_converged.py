@@ -96,3 +96,53 @@ def test_a_sweep_whose_trials_cannot_be_told_apart_stops_says_why_and_still_runs
     assert again.returncode == 0, again.stderr  # the rule off (the default): the same study runs to its 12
     study = optuna.load_study(study_name=name, storage=stores.storage)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 12
+
+
+BASELINE = __import__("types").SimpleNamespace(diff="d", low="lo", high="hi")
+
+
+def _paired(diffs, half_width=0.004, pruned=(), start_value=0.84, last_step=None):
+    """A configured trial (its last step is its value), complete trials with paired differences, pruned trials with
+    their last step's value."""
+    start = create_trial(state=TrialState.COMPLETE, value=start_value, params={"x": 0.5}, distributions=DIST,
+                         intermediate_values={1: 0.70, 3: 0.78, 9: start_value if last_step is None else last_step},
+                         user_attrs={"sweeper.start_point": True, "d": 0.0, "lo": 0.0, "hi": 0.0, "sem": 0.026})
+    trials = [start]
+    for d in diffs:
+        trials.append(create_trial(state=TrialState.COMPLETE, value=start_value + d, params={"x": 0.5},
+                                   distributions=DIST, user_attrs={"d": d, "lo": d - half_width, "hi": d + half_width,
+                                                                   "sem": 0.026}))
+    for step, value in pruned:
+        trials.append(create_trial(state=TrialState.PRUNED, params={"x": 0.5}, distributions=DIST,
+                                   intermediate_values={step: value}))
+    for number, trial in enumerate(trials):
+        trial.number = number
+    return trials
+
+
+def test_the_yardstick_is_the_paired_uncertainty_not_the_fold_spread():
+    """Five configurations within the fold spread (sem 0.026) but not within the paired noise (±0.004): the unpaired
+    rule stops at once, the paired one sees that one more trial may still gain."""
+    trials = _paired([0.004, 0.010, -0.006, 0.015, 0.002, 0.020])
+    unpaired = verdict(trials, "maximize", "sem", 5)
+    paired = verdict(trials, "maximize", "sem", 5, BASELINE)
+    assert paired.paired and paired.margin == pytest.approx(0.004 / 1.959964, rel=1e-4)
+    assert unpaired.chance < 0.05 < paired.chance
+
+
+def test_twins_count_once_and_equal_values_do_not_make_the_rule_certain():
+    twins = _paired([0.002, 0.002, 0.002, 0.002, 0.003])  # four trials took one forest: three distinct results
+    assert verdict(twins, "maximize", "sem", 5, BASELINE) is None
+    assert verdict(_trials([0.83, 0.83, 0.83, 0.83, 0.84]), "maximize", "sem", 5) is None
+    assert chance_to_beat([0.5] * 5, best=0.5, margin=0.01) > 0.1  # no spread seen is not certainty
+
+
+def test_with_successive_halving_the_rungs_are_evidence():
+    """One complete trial (the configured one) and pruned trials: their rung values against the configured trial's
+    at the same rung make the sample; with money as the objective (steps are AP) they do not count."""
+    pruned = [(1, 0.60), (1, 0.62), (3, 0.74), (1, 0.58), (3, 0.75), (1, 0.64)]
+    trials = _paired([], pruned=pruned)
+    found = verdict(trials, "maximize", "sem", 5, BASELINE)
+    assert found is not None and found.n_complete == 7 and found.chance < 0.05
+    money = _paired([], pruned=pruned, start_value=31_000.0, last_step=0.84)  # steps: AP, its value: money
+    assert verdict(money, "maximize", "sem", 5, BASELINE) is None

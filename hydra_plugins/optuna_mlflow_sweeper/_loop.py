@@ -80,7 +80,8 @@ def run(state: SweepState, launcher: Any, heartbeat: TrialHeartbeat, size: int) 
 
 def _converged(state: SweepState, trials: list, finished: int) -> bool:
     s, c = state.settings, state.settings.convergence
-    why = should_stop(trials, s.objective.direction, c.uncertainty or s.objective.spread, c.min_complete, c.chance)
+    why = should_stop(trials, s.objective.direction, c.uncertainty or s.objective.spread, c.min_complete, c.chance,
+                      s.baseline)
     if why is None:
         return False
     say(f"stopping early: {why}; {finished}/{s.n_trials} trials finished (hydra.sweeper.stop_when_converged=false "
