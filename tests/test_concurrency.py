@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers.cli import ROOT
 from tests.helpers.stores import QUIET, Stores
+from tests.helpers.sweeps import sweep
 
 pytestmark = pytest.mark.slow
 
@@ -62,27 +63,25 @@ def test_first_sweeps_on_one_study_started_together_all_succeed(tmp_path, round_
 
 
 def test_with_two_workers_the_configured_trial_is_never_pruned_when_the_other_sets_the_bar(tmp_path):
-    """The configured model is slow and weak (300 stumps) beside fast, better candidates: the other worker's trials
-    reach each rung first and set the bar, and successive halving would prune it; it runs to the end (the sweep's
-    reference: a sweep never ends on less evidence than a single run)."""
-    from tests.helpers.sweeps import together as started_together
-
+    """Two trials at once (Hydra's joblib launcher, one process each): the configured model (300 stumps: slow) and a
+    fast candidate that reaches each rung first and beats it at fold 1 (step 9), where successive halving, with two
+    trials at the rung, keeps only the outright best. The configured trial runs to the end anyway: it is the sweep's
+    reference (seed 1: the candidate's values are the sampler's, the same in every run)."""
     stores = Stores.at(tmp_path)
-    common = [*QUIET, *stores.overrides(), "hydra.sweeper.n_trials=8", "hydra.sweeper.study_name=bar",
-              "hydra.sweeper.pruner=successive_halving", "evaluation.row_looks=[0.1111,0.3333]",
-              "model.max_depth=1", "model.n_estimators=300", "model.class_weight=null",
-              "model.max_depth=choice(1,8,12)", "model.n_estimators=choice(5,300)"]
-    done = started_together([["src.train", "--multirun", *common, f"hydra.sweep.dir={tmp_path / f'w{i}'}"]
-                             for i in range(2)])
-    for result in done:
-        assert result.returncode == 0, result.stderr[-2000:]
-    study = optuna.load_study(study_name="bar", storage=stores.storage)
-    (start,) = [t for t in study.trials if t.user_attrs.get("sweeper.start_point")]
+    out = sweep(stores, "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=1", "hydra.sweeper.pruner=successive_halving",
+                "evaluation.row_looks=[0.1111,0.3333]", "model.max_depth=1", "model.n_estimators=300",
+                "model.class_weight=null", "model.max_depth=choice(1,8,12)", "model.n_estimators=choice(5,300)",
+                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert out.returncode == 0, out.stderr
+    (name,) = optuna.get_all_study_names(stores.storage)
+    start, other = optuna.load_study(study_name=name, storage=stores.storage).trials
+    assert start.user_attrs["sweeper.start_point"] is True and other.params["model.n_estimators"] == 5
     assert start.state == optuna.trial.TrialState.COMPLETE and sorted(start.intermediate_values) == [1, 3, 9, 18, 27]
-    earlier = [t for t in study.trials if t.number != start.number and t.datetime_complete is not None
-               and t.datetime_complete < start.datetime_complete]
-    assert earlier, "no other trial reached a rung before the configured one finished"
-    # the bar it would have been pruned against: an earlier trial better at one of successive halving's rungs
-    bar = [(t.number, step) for t in earlier for step in (1, 3, 9)
-           if step in t.intermediate_values and t.intermediate_values[step] > start.intermediate_values[step]]
-    assert bar, [(t.number, t.intermediate_values) for t in earlier]
+    client = MlflowClient(stores.tracking_uri)
+
+    def reached(trial, step):  # when its job logged that step (MLflow's own timestamp of the metric)
+        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_pr_auc_running_mean")
+        return next(m.timestamp for m in history if m.step == step)
+
+    assert reached(other, 9) < reached(start, 9)  # the candidate was at fold 1 first...
+    assert other.intermediate_values[9] > start.intermediate_values[9]  # ...and set a bar the configured trial missed
