@@ -240,6 +240,14 @@ avail=$(df -k --output=avail $M | tail -1); head -c $(( (avail - 40) * 1024 )) /
 {run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc
 rm $M/filler
 {run} 2> /dev/null; echo $? > {tmp_path}/freed.rc
+for leave in 110 130 150 170; do  # the disk fills as the run logs its plots: it cannot even end itself
+  avail=$(df -k --output=avail $M | tail -1); head -c $(( (avail - leave) * 1024 )) /dev/zero > $M/filler 2> /dev/null
+  {run} > /dev/null 2>&1; rm $M/filler
+  {sys.executable} -c "from mlflow.tracking import MlflowClient as C; c = C('sqlite:///'+'$M/mlflow.db'); \
+e = c.get_experiment_by_name('creditcardfraud-sweep'); \
+print(c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC'])[0].info.status)" >> {tmp_path}/cut.txt
+done
+{run} 2> /dev/null; echo $? > {tmp_path}/after.rc
 {sys.executable} -c "from mlflow.tracking import MlflowClient as C; c = C('sqlite:///'+'$M/mlflow.db'); \\
 e = c.get_experiment_by_name('creditcardfraud-sweep'); \\
 print(sorted(r.info.status for r in c.search_runs([e.experiment_id])))" > {tmp_path}/runs.txt
@@ -254,7 +262,12 @@ print(sorted(r.info.status for r in c.search_runs([e.experiment_id])))" > {tmp_p
     assert read("first.rc") == "0" and read("full.rc") == "2" and read("freed.rc") == "0"
     assert read("full.err").splitlines()[-1].startswith("error: the disk is full")
     assert "Traceback" not in read("full.err")
-    assert read("runs.txt").count("FINISHED") == 2
+    # 5. a run the full disk cut short while it logged its plots stays RUNNING (it could not even end itself)...
+    cut = read("cut.txt").split()
+    assert "RUNNING" in cut, cut
+    # ... until the next run on the store ends it KILLED: no run is left RUNNING
+    statuses = read("runs.txt").strip("[]").replace("'", "").split(", ")
+    assert read("after.rc") == "0" and "RUNNING" not in statuses and statuses.count("KILLED") == cut.count("RUNNING")
 
 
 def test_sigterm_is_handled_like_ctrl_c(stores):

@@ -104,6 +104,7 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     assert f"{best.value:.4f} ± {best.user_attrs['val_pr_auc_std']:.4f}" in note and "model.n_estimators=5" in note
     assert {k: parent.data.params[k] for k in ("max_depth", "min_samples_split", "min_samples_leaf")} == {
         k.rsplit(".", 1)[-1]: str(v) for k, v in best.params.items()}
+    assert parent.data.params["n_estimators"] == "5"  # pinned: the parent names the whole winning model
     assert parent.data.metrics["val_pr_auc"] == pytest.approx(best.value, abs=5e-5)
     assert parent.data.tags["mlflow.source.name"] == "python -m src.train"
     space = stores.client().download_artifacts(parent.info.run_id, "study/search_space.yaml", str(stores.root))

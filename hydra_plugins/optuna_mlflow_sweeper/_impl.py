@@ -76,6 +76,10 @@ def check(s: OptunaMlflowSweeperConf) -> None:
 
 def check_options(s: OptunaMlflowSweeperConf, distributions: dict[str, Any]) -> None:
     """The sampler and pruner built, and tried on the search space in memory, before any store is touched."""
+    for key, options in (("sampler_options", s.sampler_options), ("pruner_options", s.pruner_options)):
+        if options is not None and not isinstance(options, dict):
+            raise SweeperError(f"hydra.sweeper.{key} must be a mapping of constructor arguments, e.g. "
+                               f"hydra.sweeper.{key}={{n_startup_trials:5}}, got {options!r}")
     try:
         sampler = make_sampler(s.sampler, s.sampler_options or {}, s.seed)
         pruner = make_pruner(s.pruner, s.pruner_options or {})

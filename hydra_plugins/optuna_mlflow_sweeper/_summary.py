@@ -88,9 +88,14 @@ def summarise(state: SweepState, final: Optional[dict[str, Any]] = None) -> None
     if found is not None:  # the best minus the configured model, paired on the same rows, and its 95 % interval
         for suffix, value in zip(("", "_low", "_high"), found, strict=True):
             client.log_metric(parent, f"best_vs_configured{suffix}", round(value, 4))
-    names = bare_names(list(best.params))
+    # the winning configuration in full: the best trial's sampled values and the values pinned beside them (the
+    # pinned keys of the nodes the search space samples, e.g. model.n_estimators=10 beside model.max_depth)
+    nodes = {k.rsplit(".", 1)[0] for k in state.space.distributions if "." in k}
+    pinned = {k: v for k, v in shown(state.space.pinned).items() if "." in k and k.rsplit(".", 1)[0] in nodes}
+    values = {**pinned, **best.params}
+    names = bare_names(list(values))
     logged = client.get_run(parent).data.params
-    wanted = {names[k]: str(v) for k, v in best.params.items()}
+    wanted = {names[k]: str(v) for k, v in values.items()}
     if any(logged.get(k) not in (None, v) for k, v in wanted.items()):
         client.set_tag(parent, "best_params_since", f"trial {best.number}: " + ", ".join(
             f"{k}={v}" for k, v in wanted.items()))  # params are immutable: the newer best goes in a tag

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -135,14 +137,46 @@ def run_params(cfg: Config, data: Dataset) -> dict[str, Any]:
     return params
 
 
+HOLDER_TAG = "run.holder"  # a single run's process: the next run on the store ends it if that process is gone
+
+
 def run_tags(cfg: Config, data: Dataset, purpose: str) -> dict[str, str]:
     tags = {**source_tags(), **cfg.mlflow.tags, "run_purpose": purpose, "data_sha256": data.sha256,
             "git_commit": git_commit()}
+    if not cfg.sweep.in_sweep:
+        tags[HOLDER_TAG] = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
     if cfg.sweep.study_name:
         tags["optuna.study_name"] = cfg.sweep.study_name
     if cfg.sweep.trial_number is not None:
         tags["optuna.trial_number"] = str(cfg.sweep.trial_number)
     return tags
+
+
+def end_abandoned_single_runs(experiment_id: str) -> int:
+    """Single runs still RUNNING whose process is gone from this host (a full disk or a kill ended it before it
+    could end its run): ended KILLED, with the reason; the sweeper repairs its own runs the same way. Returns how
+    many."""
+    client = mlflow.MlflowClient()
+    ended = 0
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        try:
+            holder = json.loads(run.data.tags.get(HOLDER_TAG, "{}"))
+        except ValueError:
+            continue
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            continue  # a sweep's run (the sweeper's to repair), or another host's: never guessed
+        try:
+            os.kill(holder["pid"], 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        client.set_tag(run.info.run_id, "error", "its process ended before the run did (killed, or a full disk): "
+                                                 "ended by the next run on this store")
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended += 1
+    return ended
 
 
 class TrackingUnavailable(TrackingError):

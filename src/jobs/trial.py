@@ -91,7 +91,10 @@ class TrialJob:
 
     def _connect(self) -> Optional[str]:
         try:
-            return tracking.connect(self.cfg.mlflow.tracking_uri, self.cfg.mlflow.experiment_name)
+            experiment_id = tracking.connect(self.cfg.mlflow.tracking_uri, self.cfg.mlflow.experiment_name)
+            if self.link is None:  # a single run: end the runs earlier single runs could not end themselves
+                tracking.end_abandoned_single_runs(experiment_id)
+            return experiment_id
         except tracking.TrackingError as exc:
             if self.link is None or not self.cfg.sweep.run_id:
                 raise  # a single run has nowhere else to keep its result: stop before the work

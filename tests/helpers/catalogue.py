@@ -187,6 +187,10 @@ SETTINGS = [
     ("pruner option of the wrong type", ["--multirun", "hydra.sweeper.pruner_options={reduction_factor:abc}"],
      "hydra.sweeper.pruner=successive_halving: '<' not supported between instances of 'str' and 'int' "
      "(hydra.sweeper.pruner_options={reduction_factor:abc})"),
+    ("sampler options that are not a mapping", ["--multirun", "hydra.sweeper.sampler_options=abc"],
+     "hydra.sweeper.sampler_options must be a mapping of constructor arguments"),
+    ("pruner options that are not a mapping", ["--multirun", "hydra.sweeper.pruner_options=[1,2]"],
+     "hydra.sweeper.pruner_options must be a mapping of constructor arguments"),
     ("unknown sampler option", ["--multirun", "hydra.sweeper.sampler_options={warp:1}"],
      "hydra.sweeper.sampler=tpe: TPESampler.__init__() got an unexpected keyword argument 'warp'"),
     ("log scale from 0", ["--multirun", "model.n_estimators=tag(log,range(0,100))"],
