@@ -52,13 +52,16 @@ def test_redact(url, shown):
     assert redact(url) == shown
 
 
+ML = "?workflowType=machine_learning"  # MLflow 3.17's UI: the "Model training" view, not its GenAI overview
+
+
 @pytest.mark.parametrize("uri, lines", [
     ("sqlite:////tmp/m.db", ["mlflow ui -w 1 --backend-store-uri sqlite:////tmp/m.db   (start it first, then open:)",
-                             "http://127.0.0.1:5000/#/experiments/3/runs/abc"]),
+                             f"http://127.0.0.1:5000/#/experiments/3/runs/abc{ML}"]),
     ("postgresql://me:pw@db/mlflow", ["mlflow ui -w 1 --backend-store-uri postgresql://me:***@db/mlflow   (start it "
-                                      "first, then open:)", "http://127.0.0.1:5000/#/experiments/3/runs/abc"]),
-    ("http://127.0.0.1:5055", ["http://127.0.0.1:5055/#/experiments/3/runs/abc"]),  # a server serves the UI itself
-    ("https://me:pw@mlflow.example.org/", ["https://mlflow.example.org/#/experiments/3/runs/abc"]),  # no userinfo
+                                      "first, then open:)", f"http://127.0.0.1:5000/#/experiments/3/runs/abc{ML}"]),
+    ("http://127.0.0.1:5055", [f"http://127.0.0.1:5055/#/experiments/3/runs/abc{ML}"]),  # a server serves the UI
+    ("https://me:pw@mlflow.example.org/", [f"https://mlflow.example.org/#/experiments/3/runs/abc{ML}"]),  # no userinfo
 ])
 def test_where_to_look_is_the_run_page_and_never_shows_a_password(uri, lines):
     assert how_to_open(uri, "3", "abc") == lines

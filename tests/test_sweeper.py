@@ -120,8 +120,13 @@ def test_trials_are_nested_runs_linked_both_ways(stores):
     assert res["storage"] == stores.storage and res["best_value_spread"] > 0
     # results on stdout, progress on stderr; where to look: the mlflow ui command, then the parent run's page
     assert "mlflow ui -w 1 --backend-store-uri" in out.stdout and "best: trial" in out.stdout
-    url = out.stdout.strip().splitlines()[-1].strip()
-    assert url == f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    url = next(line.strip() for line in reversed(out.stdout.splitlines()) if "/#/experiments/" in line)
+    assert url == (f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+                   f"?workflowType=machine_learning")
+    experiment = stores.client().get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # newer UIs: Model training
+    last = out.stdout.strip().splitlines()[-1]  # the sweep's last word: did the search beat the configured model?
+    assert "over the configured model" in last or "no trial beat the configured model" in last
     assert "COMPLETE value" not in out.stdout and "INFO mlflow" not in out.stderr + out.stdout
     assert sum("COMPLETE value" in line for line in out.stderr.splitlines()) == 4  # one progress line each
     # the first trial is the configured model (conf/model: unlimited depth, split 2, leaf 1), then the sampler's

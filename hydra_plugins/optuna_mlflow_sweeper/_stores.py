@@ -255,6 +255,10 @@ def _create_mlflow_schema(tmp_url: str) -> None:
     store.engine.dispose()
 
 
+# Newer MLflow UIs open an experiment in its "Model training" view (not the GenAI one) when it says it is one.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def open_experiment(tracking_uri: str, name: str, key: str = "mlflow.tracking_uri") -> str:
     """The experiment's id, created if needed; several processes creating the store or the experiment at once
     all get the same one."""
@@ -267,11 +271,14 @@ def open_experiment(tracking_uri: str, name: str, key: str = "mlflow.tracking_ur
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+                return client.create_experiment(name, artifact_location=artifact_location(tracking_uri),
+                                                tags={KIND_TAG: TRAINING_KIND})
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another worker created it first: use it
                     raise
                 experiment = client.get_experiment_by_name(name)
+        if experiment.lifecycle_stage != "deleted" and experiment.tags.get(KIND_TAG) != TRAINING_KIND:
+            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
     except Exception as exc:  # MLflow's own errors and the database driver's
         text = str(getattr(exc, "message", None) or exc).strip()
         first = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__

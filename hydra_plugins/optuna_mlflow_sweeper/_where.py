@@ -22,8 +22,9 @@ def ui_url(tracking_uri: str, experiment_id: str, run_id: Optional[str] = None) 
         base = parsed._replace(netloc=parsed.netloc.rpartition("@")[2], query="", fragment="").geturl().rstrip("/")
     else:
         base = UI
-    page = f"runs/{run_id}" if run_id else "?workflowType=machine_learning"
-    return f"{base}/#/experiments/{experiment_id}/{page}".replace("/?", "?")
+    page = f"runs/{run_id}" if run_id else ""
+    # MLflow 3.17's UI opens on its GenAI view unless the link asks for the machine-learning one
+    return f"{base}/#/experiments/{experiment_id}/{page}".rstrip("/") + "?workflowType=machine_learning"
 
 
 def how_to_open(tracking_uri: str, experiment_id: str, run_id: str) -> list[str]:

@@ -5,8 +5,9 @@
 
 It runs a small sweep on the synthetic twin into a temporary store, starts a real `mlflow ui` on a free loopback
 port, opens the URL the sweep printed, and takes: the parent run's page (its description summarises the study), and
-the runs list with the parent expanded (its trials, pruned ones named so, and the packaged model). Rerun it after an
-MLflow upgrade changes the UI.
+the runs list with the parent expanded (its trials, pruned ones named so, and the packaged model), and the registered
+version (its decision, threshold and cost model). It checks on the way that the printed link opens the "Model
+training" view (the link's query and the experiment's tag). Rerun it after an MLflow upgrade changes the UI.
 """
 
 from __future__ import annotations
@@ -54,7 +55,17 @@ def start_ui(store: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("mlflow ui did not start")
 
 
-def shoot(url: str, out_dir: Path, chromium: str) -> None:
+def check_the_link(url: str, store: Path) -> None:
+    """The link opens the "Model training" view: MLflow 3.17 reads the query, newer UIs the experiment's tag."""
+    from mlflow.tracking import MlflowClient
+
+    assert url.endswith("?workflowType=machine_learning"), url
+    experiment = url.split("/#/experiments/")[1].split("/")[0]
+    kind = MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_experiment(experiment).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development", kind
+
+
+def shoot(url: str, out_dir: Path, chromium: str, model: str = "CreditCardFraud_RF_synthetic") -> None:
     from playwright.sync_api import sync_playwright
 
     experiment = url.split("/#/experiments/")[1].split("/")[0]
@@ -70,8 +81,9 @@ def shoot(url: str, out_dir: Path, chromium: str) -> None:
                 assistant.first.click()
                 page.wait_for_timeout(500)
 
-        page.goto(url)  # what the sweep printed: the parent run
+        page.goto(url)  # what the sweep printed: the parent run, in the Model training view
         settle()
+        assert "workflowType=machine_learning" in page.url and "Against the configured model" in page.content()
         page.screenshot(path=str(out_dir / "mlflow_parent_run.png"))
         page.goto(f"{base}/#/experiments/{experiment}?workflowType=machine_learning")  # Runs, Model training
         settle()
@@ -79,6 +91,10 @@ def shoot(url: str, out_dir: Path, chromium: str) -> None:
         parent.first.click()  # expand the parent: its trials and the packaged model
         page.wait_for_timeout(1500)
         page.screenshot(path=str(out_dir / "mlflow_runs_expanded.png"))
+        page.goto(f"{base}/#/models/{model}/versions/1")  # the registered version: its decision and operating point
+        settle()
+        assert "decision_threshold" in page.content()
+        page.screenshot(path=str(out_dir / "mlflow_model_version.png"), full_page=True)
         browser.close()
 
 
@@ -92,6 +108,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ui-") as tmp:
         store = Path(tmp)
         url = sweep(store)
+        check_the_link(url, store)
         port = free_port()
         ui = start_ui(store, port)
         try:
