@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from . import _search_space
 from ._context import COUNTED_FAILURES, FAIL_REASON_ATTR, RUN_ATTR, START_ATTR, FailReason, check_interrupted
@@ -108,7 +109,8 @@ def ask(state: SweepState, heartbeat: TrialHeartbeat, seen: list, asked: int) ->
     trial_id = state.trial_id(trial.number)
     heartbeat.add(trial_id)
     state.storage.set_trial_system_attr(trial_id, WORKER_ATTR, state.worker.as_attr())
-    if _surplus(state, trial.number, seen, asked):
+    if surplus(trial.number, seen, asked, state.settings.n_trials,
+               lambda: state.study.get_trials(deepcopy=False)):
         trial.set_user_attr(FAIL_REASON_ATTR, FailReason.SURPLUS.value)
         state.study.tell(trial, state=TrialState.FAIL)
         heartbeat.discard(trial_id)
@@ -120,16 +122,16 @@ def ask(state: SweepState, heartbeat: TrialHeartbeat, seen: list, asked: int) ->
     return Launched(trial=trial, number=trial.number, trial_id=trial_id, run_id=run_id, params=dict(trial.params))
 
 
-def _surplus(state: SweepState, number: int, seen: list, asked: int) -> bool:
-    """Exactly n_trials: a trial is surplus if the trials before it already fill the study. Trial numbers are
-    assigned atomically, so if ours follows what was seen (and this batch's own), no other worker added a trial in
-    between; and trials only ever leave the count (by failing), so the count seen is an upper bound: below
-    n_trials, the study is not full, without reading it again (the read grows with the study)."""
-    n = state.settings.n_trials
-    if number == len(seen) + asked and sum(t.state != TrialState.FAIL for t in seen) + asked < n:
+def surplus(number: int, seen: Sequence[FrozenTrial], asked: int, n_trials: int,
+            earlier: Callable[[], Sequence[FrozenTrial]]) -> bool:
+    """Exactly n_trials: a trial is surplus if the trials before it already fill the study (pure, but for
+    ``earlier``, which reads the study again). Trial numbers are assigned atomically, so if ours follows what was seen
+    (and this batch's own), no other worker added a trial in between; and trials only ever leave the count (by
+    failing), so the count seen is an upper bound: below n_trials, the study is not full, without reading it again
+    (the read grows with the study)."""
+    if number == len(seen) + asked and sum(t.state != TrialState.FAIL for t in seen) + asked < n_trials:
         return False
-    earlier = [t for t in state.study.get_trials(deepcopy=False) if t.number < number and t.state != TrialState.FAIL]
-    return len(earlier) >= n
+    return sum(t.number < number and t.state != TrialState.FAIL for t in earlier()) >= n_trials
 
 
 def job_overrides(state: SweepState, item: Launched, stage: str) -> list[str]:
