@@ -8,7 +8,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers import sweeps
+from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_in_process, run_module
 from tests.helpers.proxy import FaultProxy
 from tests.helpers.servers import MlflowServer
 from tests.helpers.stores import SMALL, Stores
@@ -20,11 +21,7 @@ WEAK = ["model.max_depth=1", "model.n_estimators=1", "model.class_weight=null"] 
 
 def package(stores: Stores, sweep_dir: str, *overrides: str, env: dict | None = None, tracking: str | None = None):
     """A 1-trial sweep and its final stage (refit, test, register, gate)."""
-    return run_module("src.train", "--multirun", *SMALL, *stores.overrides(),
-                      f"hydra.sweep.dir={stores.root / sweep_dir}",
-                      "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=1",
-                      f"registry.model_name={NAME}", *([f"mlflow.tracking_uri={tracking}"] if tracking else []),
-                      *overrides, env=env)
+    return sweeps.package(stores, sweep_dir, *overrides, name=NAME, tracking=tracking, env=env)
 
 
 def version(client: MlflowClient, number: int):
@@ -52,7 +49,7 @@ def test_a_registry_that_fails_during_the_gate_moves_no_alias_and_decide_finishe
             assert v2.tags["decision"] == "undecided" and "503" in v2.tags["decision_reason"]
             assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
             proxy.clear()  # the registry is back: decide as the message said
-            decided = run_module("src.registry", "--tracking-uri", proxy.uri, "--name", NAME, "decide", "2")
+            decided = run_in_process("src.registry", "--tracking-uri", proxy.uri, "--name", NAME, "decide", "2")
             assert decided.returncode == 0, decided.stderr
             v2 = version(client, 2)
             assert v2.tags["decision"] == "kept_champion" and "re-scored on the same" in v2.tags["decision_reason"]
@@ -73,7 +70,7 @@ def test_a_champion_of_another_lineage_is_never_replaced_automatically(stores):
     assert v2.tags["decision"] == "kept_champion"
     assert "another lineage (data " in v2.tags["decision_reason"] and v2.tags["lineage"] != version(client, 1).tags[
         "lineage"]
-    promoted = run_module("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "promote", "2",
+    promoted = run_in_process("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "promote", "2",
                           "--reason", "checked on the new data by hand")
     assert promoted.returncode == 0 and champion(client) == "2"  # the explicit override stays
 
@@ -89,7 +86,7 @@ def test_past_the_test_split_budget_a_better_model_is_not_promoted_automatically
     assert champion(client) == "1" and v2.tags["decision"] == "kept_champion" and v2.tags["test_split_uses"] == "2"
     assert "better, but not promoted automatically" in v2.tags["decision_reason"]
     assert "split.seed=43" in v2.tags["decision_reason"]
-    listed = run_module("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "list")
+    listed = run_in_process("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "list")
     assert listed.returncode == 0 and "test uses" in listed.stdout
 
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_in_process
 from tests.helpers.proxy import FaultProxy
 from tests.helpers.servers import MlflowServer
 from tests.helpers.sweeps import GOOD, WEAK, package, package_args, sweep, together
@@ -137,18 +137,18 @@ def test_decide_decides_only_undecided_versions_with_the_use_count_of_their_look
             third = package(stores, "s3", *GOOD, "model.random_state=3", name="Decide_RF", tracking=proxy.uri)
             assert third.returncode == 0, third.stderr
             cli = ["--tracking-uri", proxy.uri, "--name", "Decide_RF"]
-            refused = run_module("src.registry", *cli, "decide", "1")
+            refused = run_in_process("src.registry", *cli, "decide", "1")
             assert_one_line_error(refused, "version 1 is decided already (promoted)", "promote 1 --reason",
                                   "rollback --reason")
             client = MlflowClient(server.uri)
             before = champion(client, "Decide_RF")
-            decided = run_module("src.registry", *cli, "decide", "2")
+            decided = run_in_process("src.registry", *cli, "decide", "2")
             assert decided.returncode == 0, decided.stderr
             v2 = client.get_model_version("Decide_RF", "2")
             assert v2.tags["decision"] in ("promoted", "kept_champion")
             assert v2.tags["test_split_uses"] == "2"  # its look's count, though v3 has looked since
             assert v2.tags["compared_with_version"] == before  # against the champion of its (late) turn
-            again = run_module("src.registry", *cli, "decide", "2")  # decided now: it cannot be run twice
+            again = run_in_process("src.registry", *cli, "decide", "2")  # decided now: it cannot be run twice
             assert_one_line_error(again, "version 2 is decided already")
     finally:
         server.stop()
@@ -172,7 +172,7 @@ def test_the_lineage_pins_the_test_rows_and_the_champion_must_reproduce_its_scor
     parts = split(load(CreditCardDatasetConfig(path=str(csv))), SplitConfig(), EvaluationConfig())
     X[parts.test[0], 5] += 1.0
     np.savez(cache, X=X, y=y, counts=counts)
-    other = package(stores, "s2", *GOOD, *data, name="Pinned_RF")
+    other = package(stores, "s2", *GOOD, *data, name="Pinned_RF", env={})  # a fresh process reads the cache
     assert other.returncode == 0, other.stderr
     client = stores.client()
     v1, v2 = versions(client, "Pinned_RF")

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers.cli import ROOT, assert_one_line_error, run_module
+from tests.helpers.cli import ROOT, assert_one_line_error, run_in_process
 from tests.helpers.stores import SMALL, Stores
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ NAME = "CreditCardFraud_RF_synthetic"  # the default name follows the dataset
 
 
 def sweep(stores: Stores, *overrides: str):
-    return run_module("src.train", "--multirun", *SMALL, *stores.overrides(), "mlflow.log_plots=false",
+    return run_in_process("src.train", "--multirun", *SMALL, *stores.overrides(), "mlflow.log_plots=false",
                       "hydra.sweeper.pruner=none", *overrides)
 
 
@@ -139,16 +139,16 @@ def test_worse_challenger_does_not_replace_the_champion(registry):
 def test_registry_commands_promote_and_roll_back(registry):
     stores, _, _ = registry
     cli = ["--tracking-uri", stores.tracking_uri, "--name", NAME]
-    listed = run_module("src.registry", *cli, "list")
+    listed = run_in_process("src.registry", *cli, "list")
     assert listed.returncode == 0 and "champion" in listed.stdout and "challenger" in listed.stdout
-    promoted = run_module("src.registry", *cli, "promote", "2", "--reason", "shadow test passed")
+    promoted = run_in_process("src.registry", *cli, "promote", "2", "--reason", "shadow test passed")
     assert promoted.returncode == 0, promoted.stderr
     client = stores.client()
     v2 = client.get_model_version(NAME, "2")
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
     assert v2.tags["decision"] == "manual_promotion" and v2.tags["decision_reason"] == "shadow test passed"
     assert v2.tags["previous_champion"] == "1"
-    back = run_module("src.registry", *cli, "rollback", "--reason", "worse in production")
+    back = run_in_process("src.registry", *cli, "rollback", "--reason", "worse in production")
     assert back.returncode == 0, back.stderr
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     assert client.get_model_version(NAME, "1").tags["decision"] == "rollback"
@@ -166,7 +166,7 @@ def test_registry_commands_promote_and_roll_back(registry):
 def test_registry_command_errors_are_one_line(registry, args, fragment):
     stores, _, _ = registry
     name = [] if "--name" in args else ["--name", NAME]
-    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, *name, *args)
+    out = run_in_process("src.registry", "--tracking-uri", stores.tracking_uri, *name, *args)
     assert_one_line_error(out, fragment)
 
 
@@ -271,7 +271,7 @@ def test_a_version_number_with_a_leading_zero_is_that_version(registry):
     stores, _, _ = registry
     client = stores.client()
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
-    out = run_module("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "promote", "01",
+    out = run_in_process("src.registry", "--tracking-uri", stores.tracking_uri, "--name", NAME, "promote", "01",
                      "--reason", "confirmed")
     assert out.returncode == 0, out.stderr
     assert client.get_model_version(NAME, "1").tags.get("previous_champion") != "1"  # not its own predecessor
@@ -290,7 +290,7 @@ def test_list_reads_a_store_on_a_read_only_file_system(registry, tmp_path):
 
 def test_the_registry_refuses_another_tools_database(registry):
     stores, _, _ = registry
-    out = run_module("src.registry", "--tracking-uri", stores.storage, "--name", NAME, "list")
+    out = run_in_process("src.registry", "--tracking-uri", stores.storage, "--name", NAME, "list")
     assert_one_line_error(out, "is not an MLflow tracking store")
 
 

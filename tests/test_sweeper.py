@@ -14,7 +14,13 @@ import yaml
 from optuna.trial import TrialState
 
 from src.jobs.reuse import FOREST_ATTR, TWIN_ATTR
-from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers.cli import (
+    ROOT,
+    assert_ends_in_one_line_error,
+    assert_one_line_error,
+    run_in_process,
+    run_module,
+)
 from tests.helpers.stores import QUIET
 
 pytestmark = pytest.mark.slow
@@ -22,7 +28,9 @@ pytestmark = pytest.mark.slow
 
 
 def sweep(stores, *overrides, module="src.train", env=None):
-    return run_module(module, "--multirun", *QUIET, *stores.overrides(), *[o for o in overrides if o], env=env)
+    """A sweep in this process (a fresh process where the environment matters)."""
+    args = ["--multirun", *QUIET, *stores.overrides(), *[o for o in overrides if o]]
+    return run_module(module, *args, env=env) if env is not None else run_in_process(module, *args)
 
 
 def only_study(stores) -> optuna.Study:

@@ -35,17 +35,22 @@ def how_to_open(tracking_uri: str, experiment_id: str, run_id: str) -> list[str]
     return [*lines, ui_url(tracking_uri, experiment_id, run_id)]
 
 
-@lru_cache(maxsize=1)
 def source_tags() -> dict[str, str]:
     """Where a run came from, as MLflow shows it: the command (entry point), the user, the git commit."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     entry = f"python -m {spec.name}" if spec is not None and spec.name else " ".join(sys.argv[:1]) or "python"
     tags = {"mlflow.source.name": entry, "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+@lru_cache(maxsize=1)
+def _git_commit() -> Optional[str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return tags
-    if commit.returncode == 0 and commit.stdout.strip():
-        tags["mlflow.source.git.commit"] = commit.stdout.strip()
-    return tags
+        return None
+    return commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from src.data.synthetic import generate
-from tests.helpers.cli import assert_one_line_error, run_module
+from tests.helpers.cli import assert_one_line_error, run_in_process, run_module
 from tests.helpers.stores import SMALL
 
 
@@ -230,6 +230,13 @@ def _render(arg: str, tmp: Path) -> str:
     return re.sub(r"\{csv:(\w+)\}", lambda m: str(_csv(tmp, m.group(1))), arg)
 
 
+# One row per error family runs as a real command line in a fresh process (what a user types); the others run the
+# same entry point in-process (tests.helpers.cli.run_in_process): the same one line, exit code and nothing written.
+COMMAND_LINE = {"data file missing", "negative depth", "empty range in the search space", "no trials",
+                "tracking server unreachable", "a negative cost", "storage unreachable (password hidden)",
+                "tracking URI with a token (hidden)"}
+
+
 def run_row(tmp_path: Path, what: str, args: list[str], message: str) -> None:
     data_dir = tmp_path / "in"
     data_dir.mkdir()
@@ -243,7 +250,8 @@ def run_row(tmp_path: Path, what: str, args: list[str], message: str) -> None:
     stores = [s for s in stores if s.split("=")[0] not in {a.split("=")[0] for a in rendered}]
     flags = [a for a in rendered if a.startswith("--")]
     rest = [a for a in rendered if not a.startswith("--")]
-    result = run_module("src.train", *flags, *base, *stores, *rest)
+    runner = run_module if what in COMMAND_LINE else run_in_process
+    result = runner("src.train", *flags, *base, *stores, *rest)
     assert_one_line_error(result, message.replace("{tmp}", str(data_dir)))
     assert not any(p.name in ("mlflow.db", "optuna.db", "mlruns") for p in out_dir.rglob("*")), what
     assert "s3cret" not in result.stderr and ":pw@" not in result.stderr

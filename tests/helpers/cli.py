@@ -44,3 +44,27 @@ def assert_ends_in_one_line_error(result: Result, fragment: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[-1].startswith("error: ") and fragment in lines[-1], lines[-1]
+
+
+def run_in_process(module: str, *args: str) -> Result:
+    """``python -m module args`` in this process (runpy, as ``python -m`` runs it): the same entry point, the same
+    one-line errors and exit codes, without a fresh interpreter's ~3 s of imports. For commands whose test is
+    about what they print and write, not about the process itself (signals, kills, concurrency use run_module)."""
+    import contextlib
+    import io
+    import runpy
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, cwd = sys.argv, os.getcwd()
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+    return Result(code, out.getvalue(), err.getvalue())

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from tests.helpers.cli import ROOT, Result, run_module
+from tests.helpers.cli import ROOT, Result, run_in_process, run_module
 from tests.helpers.stores import QUIET, SMALL, Stores
 
 # a one-trial study whose final stage packages the configured model: the gate's tests
@@ -17,9 +17,14 @@ GOOD = ["model.max_depth=8"]
 WEAK = ["model.max_depth=1", "model.n_estimators=1", "model.class_weight=null"]  # about as good as a constant
 
 
+def run(*args: str, env: dict | None = None) -> Result:
+    """``python -m src.train args``: in this process, or in a fresh one where the environment matters."""
+    return run_module("src.train", *args, env=env) if env is not None else run_in_process("src.train", *args)
+
+
 def sweep(stores: Stores, *overrides: str, base: Sequence[str] = QUIET, env: dict | None = None) -> Result:
     """``python -m src.train --multirun`` into the test's stores (no registry, plots or pruner by default)."""
-    return run_module("src.train", "--multirun", *base, *stores.overrides(), *[o for o in overrides if o], env=env)
+    return run("--multirun", *base, *stores.overrides(), *[o for o in overrides if o], env=env)
 
 
 def package_args(stores: Stores, sweep_dir: str, *overrides: str, name: str, tracking: str | None = None) -> list[str]:
@@ -32,8 +37,8 @@ def package_args(stores: Stores, sweep_dir: str, *overrides: str, name: str, tra
 def package(stores: Stores, sweep_dir: str, *overrides: str, name: str, tracking: str | None = None,
             env: dict | None = None) -> Result:
     """A one-trial sweep and its final stage into the test's stores (its own study: the sweep folder names it)."""
-    return run_module("src.train", *package_args(stores, sweep_dir, f"hydra.sweeper.study_name={sweep_dir}",
-                                                 *overrides, name=name, tracking=tracking), env=env)
+    return run(*package_args(stores, sweep_dir, f"hydra.sweeper.study_name={sweep_dir}", *overrides, name=name,
+                             tracking=tracking), env=env)
 
 
 def together(commands: list[list[str]], env: dict | None = None) -> list[Result]:
