@@ -42,14 +42,16 @@ def test_small_gate_benchmark_runs_both_phases(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert set(r["holdout"]) == {"random", "time"} and r["aa"]["samples"] == 4
-    assert set(r["aa"]["rates"]) == {"aa", "gap_0.02", "gap_0.05"}
-    for rates in r["aa"]["rates"].values():
+    assert set(r["aa"]["rates"]) == {"aa", "aa_reverse", "gap_0.02", "gap_0.05"}
+    for rates in [*r["aa"]["rates"].values(), r["aa"]["false_promotion"]]:
         for criterion in ("pr_auc", "net_gain"):
-            low, high = rates[criterion]["ci95"]
-            assert 0 <= low <= rates[criterion]["rate"] <= high <= 1
+            for level in ("0.95", "0.975", "0.99"):
+                low, high = rates[criterion][level]["ci95"]
+                assert 0 <= low <= rates[criterion][level]["rate"] <= high <= 1
+    assert r["aa"]["false_promotion"]["pr_auc"]["0.95"]["of"] == 8 and len(r["aa"]["records"]["aa"]) == 4
     truth = r["aa"]["truth"]
     assert truth["champion"]["ap"] - truth["worse_by_0.05"]["ap"] == pytest.approx(0.05, abs=0.002)
-    assert "| aa |" in proc.stdout and "promoted, criterion net_gain" in proc.stdout
+    assert "| aa_reverse |" in proc.stdout and "False promotions" in proc.stdout
 
 
 def test_small_cost_benchmark_compares_every_peer_on_the_anchors_protocol(tmp_path):

@@ -32,6 +32,7 @@ from tests.helpers.cli import ROOT
 
 POPULATION = 7  # the twin's seed: its campaigns (any fixed seed)
 CRITERIA = ("pr_auc", "net_gain")
+LEVELS = (0.95, 0.975, 0.99)  # registry.confidence: the gate's default and two stricter ones
 
 
 def composed(overrides: list[str]):
@@ -125,8 +126,8 @@ def aa(args: argparse.Namespace) -> dict:
     from src.data.schema import FEATURES
     from src.lifecycle.gate import Comparison, Evidence, Verdict, decide
     from src.lifecycle.ledger import Rule
-    from src.model.decision import Payoffs, best_threshold, paired_gain
-    from src.model.evaluation import paired_bootstrap
+    from src.model.decision import Payoffs, best_threshold
+    from src.model.evaluation import bootstrap_aps, resample_counts
     from src.model.forest import build_model
     from src.model.inputs import derive, feature_names
 
@@ -156,34 +157,46 @@ def aa(args: argparse.Namespace) -> dict:
              for k, m in models.items()}
     print(f"models ready in {time.perf_counter() - started:.0f} s; on {10 * n_test:,} rows: "
           + ", ".join(f"{k} AP {v['ap']:.4f}" for k, v in truth.items()), file=sys.stderr, flush=True)
-    pairs = {"aa": ("aa_challenger", "champion"), "gap_0.02": ("champion", "worse_by_0.02"),
-             "gap_0.05": ("champion", "worse_by_0.05")}
-    promoted = {pair: {c: 0 for c in CRITERIA} for pair in pairs}
+    # both directions of the A/A pair: whatever small true difference two random states leave, averaged over both
+    # directions it is exactly 0 (and a rate measured so cannot be below the rate at a difference of 0)
+    pairs = {"aa": ("aa_challenger", "champion"), "aa_reverse": ("champion", "aa_challenger"),
+             "gap_0.02": ("champion", "worse_by_0.02"), "gap_0.05": ("champion", "worse_by_0.05")}
+    promoted = {pair: {c: {str(level): 0 for level in LEVELS} for c in CRITERIA} for pair in pairs}
+    records: dict[str, list] = {pair: [] for pair in pairs}
     started = time.perf_counter()
     for s in range(args.samples):
         Xs, ys, amount = sample(n_test, rate, seed=1000 + s)
         pay = Payoffs.of(cost, ys, amount)
         proba = {k: m.proba(Xs) for k, m in models.items()}
         for pair, (chal, champ) in pairs.items():
-            ap = paired_bootstrap(ys, proba[chal], proba[champ], n_boot=args.boot, seed=s, confidence=0.95)
-            gain = paired_gain(pay.at(proba[chal], thresholds[chal]), pay.at(proba[champ], thresholds[champ]),
-                               n_boot=args.boot, seed=s, confidence=0.95)
-            evidence = Evidence(challenger_ap=ap.challenger_ap, challenger_gain=0.0, uses=1, n_rows=n_test,
-                                champion_version="1", champion_ap=ap.champion_ap, champion_recorded_ap=ap.champion_ap,
-                                champion_gain=0.0, comparison=Comparison(ap_diff=ap.diff, ap_lower=ap.diff_lower,
-                                                                         gain_diff=gain.diff, gain_lower=gain.lower))
-            for criterion in CRITERIA:
-                rule = Rule(criterion=criterion, confidence=0.95, margin=0.0, max_test_uses=3)
-                promoted[pair][criterion] += decide(evidence, rule, "").verdict == Verdict.PROMOTED
+            a, b = bootstrap_aps(ys, [proba[chal], proba[champ]], args.boot, seed=s)
+            gain_rows = pay.at(proba[chal], thresholds[chal]) - pay.at(proba[champ], thresholds[champ])
+            gains = np.concatenate([c @ gain_rows for c in resample_counts(n_test, args.boot, seed=s)])
+            ap_diff = float(average_precision_score(ys, proba[chal]) - average_precision_score(ys, proba[champ]))
+            champion_ap = float(average_precision_score(ys, proba[champ]))
+            row = {"ap_diff": ap_diff, "gain_diff": float(gain_rows.sum())}
+            for level in LEVELS:
+                comparison = Comparison(ap_diff=ap_diff, ap_lower=float(np.quantile(a - b, 1 - level)),
+                                        gain_diff=row["gain_diff"], gain_lower=float(np.quantile(gains, 1 - level)))
+                row[f"ap_lower_{level}"], row[f"gain_lower_{level}"] = comparison.ap_lower, comparison.gain_lower
+                evidence = Evidence(challenger_ap=champion_ap + ap_diff, challenger_gain=0.0, uses=1, n_rows=n_test,
+                                    champion_version="1", champion_ap=champion_ap, champion_recorded_ap=champion_ap,
+                                    champion_gain=0.0, comparison=comparison)
+                for criterion in CRITERIA:
+                    rule = Rule(criterion=criterion, confidence=level, margin=0.0, max_test_uses=3)
+                    promoted[pair][criterion][str(level)] += decide(evidence, rule, "").verdict == Verdict.PROMOTED
+            records[pair].append(row)
         if (s + 1) % 10 == 0 or s + 1 == args.samples:
             print(f"{s + 1}/{args.samples} test samples ({time.perf_counter() - started:.0f} s): " + "; ".join(
-                f"{pair} {promoted[pair]['pr_auc']}/{promoted[pair]['net_gain']}" for pair in pairs),
+                f"{pair} {promoted[pair]['pr_auc']['0.95']}/{promoted[pair]['net_gain']['0.95']}" for pair in pairs),
                 file=sys.stderr, flush=True)
     n = args.samples
-    rates = {pair: {c: {"promoted": k, "rate": k / n, "ci95": wilson(k, n)} for c, k in counts.items()}
-             for pair, counts in promoted.items()}
+    rates = {pair: {c: {level: {"promoted": k, "rate": k / n, "ci95": wilson(k, n)} for level, k in by_level.items()}
+                    for c, by_level in counts.items()} for pair, counts in promoted.items()}
+    false = {c: {str(level): (lambda k: {"promoted": k, "of": 2 * n, "rate": k / (2 * n), "ci95": wilson(k, 2 * n)})(
+        promoted["aa"][c][str(level)] + promoted["aa_reverse"][c][str(level)]) for level in LEVELS} for c in CRITERIA}
     return {"samples": n, "test_rows": n_test, "train_rows": n_train, "trees": trees, "bootstrap": args.boot,
-            "truth": truth, "thresholds": thresholds, "rates": rates}
+            "truth": truth, "thresholds": thresholds, "rates": rates, "false_promotion": false, "records": records}
 
 
 def render(r: dict) -> str:
@@ -202,15 +215,26 @@ def render(r: dict) -> str:
                   f"{10 * a['test_rows']:,} rows: " + ", ".join(f"{k} AP {v['ap']:.4f}, net gain "
                                                                   f"{v['net_gain_per_test_sample']:,.0f}"
                                                                   for k, v in t.items()), "",
-                  "| challenger vs champion | true AP difference | promoted, criterion pr_auc [95 %] | "
-                  "promoted, criterion net_gain [95 %] |", "|---|---|---|---|"]
-        names = {"aa": ("aa_challenger", "champion"), "gap_0.02": ("champion", "worse_by_0.02"),
-                 "gap_0.05": ("champion", "worse_by_0.05")}
+                  "False promotions (the A/A pair, both directions: a true difference of exactly 0 on average):", "",
+                  "| registry.confidence | criterion pr_auc [95 %] | criterion net_gain [95 %] |", "|---|---|---|"]
+        fp = a["false_promotion"]
+        for level in fp["pr_auc"]:
+            cells = [f"{x['promoted']}/{x['of']} = {x['rate']:.1%} [{x['ci95'][0]:.1%}, {x['ci95'][1]:.1%}]"
+                     for x in (fp["pr_auc"][level], fp["net_gain"][level])]
+            lines.append(f"| {level} | {cells[0]} | {cells[1]} |")
+        lines += ["", "Promotions per pair (challenger vs champion; the true difference on the large sample):", "",
+                  "| pair | true AP difference | true net gain difference | registry.confidence | pr_auc | net_gain |",
+                  "|---|---|---|---|---|---|"]
+        names = {"aa": ("aa_challenger", "champion"), "aa_reverse": ("champion", "aa_challenger"),
+                 "gap_0.02": ("champion", "worse_by_0.02"), "gap_0.05": ("champion", "worse_by_0.05")}
         for pair, rates in a["rates"].items():
             chal, champ = names[pair]
-            cells = [f"{x['promoted']}/{a['samples']} = {x['rate']:.1%} [{x['ci95'][0]:.1%}, {x['ci95'][1]:.1%}]"
-                     for x in (rates["pr_auc"], rates["net_gain"])]
-            lines.append(f"| {pair} | {t[chal]['ap'] - t[champ]['ap']:+.4f} | {cells[0]} | {cells[1]} |")
+            for level in rates["pr_auc"]:
+                cells = [f"{x['rate']:.1%} [{x['ci95'][0]:.1%}, {x['ci95'][1]:.1%}]"
+                         for x in (rates["pr_auc"][level], rates["net_gain"][level])]
+                lines.append(f"| {pair} | {t[chal]['ap'] - t[champ]['ap']:+.4f} | "
+                             f"{t[chal]['net_gain_per_test_sample'] - t[champ]['net_gain_per_test_sample']:+,.0f} | "
+                             f"{level} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
