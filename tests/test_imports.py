@@ -113,3 +113,17 @@ def test_the_plugins_distribution_declares_every_library_the_plugin_imports():
     third_party = imported - set(sys.stdlib_module_names) - {"__future__", "hydra_plugins"} - optional
     missing = {distribution_of.get(m, m) for m in third_party} - declared
     assert not missing, f"the plugin imports {sorted(missing)} but its pyproject.toml does not declare them"
+
+
+def test_the_readmes_maps_list_every_module_once():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    app = [p.relative_to(ROOT / "src").as_posix() for p in (ROOT / "src").rglob("*.py")
+           if p.name != "__init__.py" and "__pycache__" not in p.parts]
+    plugin = [p.name for p in (ROOT / PLUGIN.replace(".", "/")).glob("*.py") if p.name != "__init__.py"]
+    plugin_table = layout[layout.index("| Plugin file |"):layout.index("| App module |")]
+    app_table = layout[layout.index("| App module |"):]
+    for table, modules in ((plugin_table, plugin), (app_table, app)):
+        missing = [m for m in modules if f"`{m}`" not in table]
+        twice = [m for m in modules if table.count(f"`{m}`") > 1]
+        assert not missing and not twice, (missing, twice)
