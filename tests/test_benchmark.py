@@ -89,7 +89,8 @@ def test_the_peer_comparison_runs_every_phase(tmp_path):
     assert r["peer"]["candidates_per_iteration"][0] == 4 and r["peer"]["best"] > 0
     assert r["serial"]["n_trials"] == 4 and r["parallel"]["n_trials"] == 4 and r["parallel"]["workers"] == 2
     assert 1 <= r["converged"]["n_trials"] <= 4
-    assert set(r["rescored"]) == {"peer", "serial", "parallel", "converged"}
+    assert set(r["rescored"]) == {"peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks"}
+    assert set(r["looks"]["spearman_with_final"]) >= {"1/9 of fold 1's rows", "1/3 of fold 1's rows"}
     for row in ("HalvingRandomSearchCV (peer)", "ours, one trial at a time", "ours, two workers x one core",
-                "ours, stop_when_converged=true"):
+                "ours, stop_when_converged=true", "wide space: ours (start_from_config=false)", "Rank correlation"):
         assert row in proc.stdout

@@ -1,16 +1,20 @@
 """Time to the best model: our default study against scikit-learn's successive halving, one trial at a time against
 two side by side, and the stopping rule against the full study, in one run on one machine.
 
-    python -m tests.benchmark.peer --json peer.json   # the real data: about an hour on 2 cores
+    python -m tests.benchmark.peer --json peer.json   # the real data: about two hours on 2 cores
     python -m tests.benchmark.peer --small            # small synthetic data in a minute (the test suite runs it)
 
 Phases (``--phases``, all by default), each into a private temporary store:
 - peer: ``HalvingRandomSearchCV`` over the default search space, 20 candidates, rows as the resource (factor 3:
   1/9, 1/3, all of the training split), 3-fold stratified CV, average precision, both cores per fit, no tracking;
-- serial: ``python -m src.train --multirun registry.enabled=false`` (the default study: 20 trials, the median
-  pruner from fold 1, one trial at a time with both cores);
+- serial: ``python -m src.train --multirun registry.enabled=false`` (the default study: 20 trials, successive
+  halving on the row looks, one trial at a time with both cores);
 - parallel: the same study run by two workers on one storage at once, one core per fit (``model.n_jobs=1``);
 - converged: the default study with ``hydra.sweeper.stop_when_converged=true``;
+- wide_peer, wide: the same comparison over a wide space where a gradient exists (WIDE: 2-layer to unlimited trees,
+  leaves of up to 100 rows), ours with ``hydra.sweeper.start_from_config=false`` (nothing handed to it);
+- looks: trials of the wide space run to the end (no pruner) with the row looks recorded: how well each look
+  ranks the trials (Spearman's correlation with the final objective);
 - rescore: each phase's best configuration scored on other folds (3-fold CV of the training split with another
   shuffle seed), so that "a tie" is judged on folds no search has seen. The test split is never used.
 
@@ -32,7 +36,10 @@ from pathlib import Path
 
 from tests.benchmark.speed import ROOT, sweep_stats
 
-PHASES = ("peer", "serial", "parallel", "converged", "rescore")
+PHASES = ("peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks", "rescore")
+# A wide space where a gradient exists (shallow trees and big leaves lose AP): the search has something to find.
+WIDE = {"model.n_estimators": "range(50,501,step=50)", "model.max_depth": "choice(2,3,4,6,8,12,16,24,none)",
+        "model.min_samples_split": "range(2,101)", "model.min_samples_leaf": "range(1,101)"}
 KEYS = ("n_estimators", "max_depth", "min_samples_split", "min_samples_leaf")
 
 
@@ -47,12 +54,15 @@ def _composed(data_args: list[str]):
     return composed(data_args)
 
 
-def _space() -> dict[str, list]:
-    """The default search space, read from conf/search_space (Hydra's grammar, expanded by Hydra's parser)."""
+def _space(params: dict | None = None) -> dict[str, list]:
+    """A search space as scikit-learn's searches take it: the default one (conf/search_space) or ``params``, in
+    Hydra's grammar, expanded by Hydra's parser."""
     import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = yaml.safe_load((ROOT / "conf/search_space/random_forest.yaml").read_text())["hydra"]["sweeper"]["params"]
+    if params is None:
+        params = yaml.safe_load((ROOT / "conf/search_space/random_forest.yaml").read_text())["hydra"]["sweeper"][
+            "params"]
     parser = OverridesParser.create()
     space = {}
     for key, expr in params.items():
@@ -63,7 +73,7 @@ def _space() -> dict[str, list]:
     return space
 
 
-def halving_peer(data_args: list[str], candidates: int, n_jobs: int) -> dict:
+def halving_peer(data_args: list[str], candidates: int, n_jobs: int, params: dict | None = None) -> dict:
     """scikit-learn's successive halving over rows, with our model's fixed settings and the same training split."""
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV, StratifiedKFold
@@ -72,7 +82,7 @@ def halving_peer(data_args: list[str], candidates: int, n_jobs: int) -> dict:
 
     cfg, data, parts = _composed(data_args)
     x, y = data.X[parts.train], data.y[parts.train]
-    space = _space()
+    space = _space(params)
     model = build_model(cfg.model)
     model.set_params(n_jobs=n_jobs)
     search = HalvingRandomSearchCV(model, space, n_candidates=candidates, factor=3, resource="n_samples",
@@ -111,6 +121,28 @@ def study(store: Path, name: str, data_args: list[str], *extra: str, workers: in
     return stats
 
 
+def looks(store: Path, data_args: list[str], study_args: list[str], n: int) -> dict:
+    """How well each cheap look ranks the trials: ``n`` trials of the wide space run to the end (no pruner) with the
+    row looks recorded; Spearman's rank correlation of each step's value with the final objective."""
+    import optuna
+    from scipy import stats
+
+    name = "bench-looks"
+    stats_ = study(store, name, data_args, *study_args, f"hydra.sweeper.n_trials={n}", "hydra.sweeper.pruner=none",
+                   "hydra.sweeper.start_from_config=false")
+    trials = [t for t in optuna.load_study(study_name=name, storage=f"sqlite:///{store / 'optuna.db'}").trials
+              if t.state == optuna.trial.TrialState.COMPLETE]
+    finals = [t.value for t in trials]
+    steps = sorted(set.intersection(*(set(t.intermediate_values) for t in trials))) if trials else []
+    labels = {1: "1/9 of fold 1's rows", 3: "1/3 of fold 1's rows", 9: "fold 1", 18: "folds 1-2 (mean)"}
+    rho = {}
+    for step in steps:
+        if step in labels:
+            value = stats.spearmanr([t.intermediate_values[step] for t in trials], finals).statistic
+            rho[labels[step]] = None if value != value else float(value)
+    return {**stats_, "spearman_with_final": rho, "n_complete_looks": len(trials)}
+
+
 def rescore(data_args: list[str], params: dict, seed: int = 7) -> dict:
     """A configuration scored on other folds of the training split (another shuffle): no search has seen them."""
     import copy
@@ -147,12 +179,14 @@ def main() -> int:
     phases = [p for p in args.phases.split(",") if p]
     if not phases or set(phases) - set(PHASES):
         parser.error(f"--phases {args.phases}: choose among {', '.join(PHASES)}")
+    wide_args = [f"{k}={v}" for k, v in WIDE.items()]
     if args.small:
         data_args = ["dataset=synthetic", "dataset.n_rows=6000", "dataset.fraud_rate=0.03", "mlflow.log_plots=false"]
         study_args = ["model.n_estimators=10", "hydra.sweeper.n_trials=4", "model.n_estimators=choice(5,10)"]
-        candidates = 4
+        candidates, look_trials = 4, 4
+        wide_args = [a for a in wide_args if not a.startswith("model.n_estimators")]
     else:
-        data_args, study_args, candidates = [], [], 20
+        data_args, study_args, candidates, look_trials = [], [], 20, 15
     study_args = [*study_args, *args.set]
     results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
                      "command": " ".join(["python -m tests.benchmark.peer", *sys.argv[1:]]),
@@ -175,6 +209,13 @@ def main() -> int:
             elif phase == "converged":
                 results["converged"] = study(store, "bench-converged", data_args, *study_args,
                                              "hydra.sweeper.stop_when_converged=true")
+            elif phase == "wide_peer":
+                results["wide_peer"] = halving_peer(data_args, candidates, -1, WIDE)
+            elif phase == "wide":
+                results["wide"] = study(store, "bench-wide", data_args, *study_args, *wide_args,
+                                        "hydra.sweeper.start_from_config=false")
+            elif phase == "looks":
+                results["looks"] = looks(store, data_args, [*study_args, *wide_args], look_trials)
             elif phase == "rescore":
                 bests = {k: r["best_params"] for k, r in results.items()
                          if isinstance(r, dict) and r.get("best_params")}
@@ -197,7 +238,9 @@ def render(r: dict) -> str:
              "| | wall (s) | trials (complete) | best, its folds: AP ± std | best params (trees, depth, split, leaf) "
              "| best on other folds: AP ± std | CPU busy |", "|---|---|---|---|---|---|---|"]
     names = {"peer": "HalvingRandomSearchCV (peer)", "serial": "ours, one trial at a time",
-             "parallel": "ours, two workers x one core", "converged": "ours, stop_when_converged=true"}
+             "parallel": "ours, two workers x one core", "converged": "ours, stop_when_converged=true",
+             "wide_peer": "wide space: HalvingRandomSearchCV (peer)",
+             "wide": "wide space: ours (start_from_config=false)", "looks": "wide space: ours, unpruned (looks)"}
     for key, name in names.items():
         if key not in r:
             continue
@@ -210,6 +253,11 @@ def render(r: dict) -> str:
         other = f"{again['ap']:.4f} ± {again['std']:.4f}" if again else "-"
         lines.append(f"| {name} | {x['wall']:.0f} | {trials} | {best} | {params} | {other} | "
                      f"{x['cpu_utilisation']:.0%} |")
+    if "looks" in r:
+        rho = r["looks"]["spearman_with_final"]
+        lines += ["", f"Rank correlation (Spearman) with the final objective, {r['looks']['n_complete_looks']} "
+                      f"unpruned trials of the wide space: " + ", ".join(
+                          f"{k} {v:+.2f}" if v is not None else f"{k} -" for k, v in rho.items())]
     return "\n".join(lines)
 
 
