@@ -27,8 +27,7 @@ from tests.helpers.servers import free_port
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SWEEP = ["dataset=synthetic", "dataset.n_rows=20000", "dataset.fraud_rate=0.01", "model.n_estimators=20",
-         "model.n_jobs=1", "evaluation.bootstrap_samples=200", "hydra.sweeper.n_trials=8",
-         "hydra.sweeper.pruner_options={n_startup_trials:2}"]
+         "model.n_jobs=1", "evaluation.bootstrap_samples=200", "hydra.sweeper.n_trials=8"]
 
 
 def sweep(store: Path) -> str:
