@@ -12,6 +12,21 @@ from tests.helpers.servers import MlflowServer
 from tests.helpers.stores import Stores
 
 CONF = ROOT / "conf"
+# Modules one pytest-xdist worker runs whole: their module fixture (the registry's two sweeps) is built once. (xdist
+# 3.8's xdist_group marks do nothing under pytest 9: it renames a node id attribute pytest no longer reads.)
+WHOLE_MODULES = {"tests/test_registry.py", "tests/test_evaluation.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Tests shared out one by one, but for WHOLE_MODULES (pytest-xdist's own hook and scheduler)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneByOne(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in WHOLE_MODULES else nodeid
+
+    return OneByOne(config, log)
 
 
 @pytest.fixture
@@ -30,6 +45,13 @@ def compose_cfg():
 
 @pytest.fixture
 def stores(tmp_path) -> Stores:
+    """Empty stores whose schemas exist (what every command after the first meets)."""
+    return Stores.ready(tmp_path)
+
+
+@pytest.fixture
+def new_stores(tmp_path) -> Stores:
+    """Stores not created yet: for the tests of what the first command creates, or must not create."""
     return Stores.at(tmp_path)
 
 

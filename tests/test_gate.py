@@ -93,11 +93,11 @@ def test_past_the_test_split_budget_a_better_model_is_not_promoted_automatically
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [["sweep.stage=final"], ["sweep.stage=package"], ["sweep.trial_number=3"],
                                   ["--multirun", "sweep.stage=final"]])
-def test_only_the_sweeper_sets_the_jobs_context(stores, args):
+def test_only_the_sweeper_sets_the_jobs_context(new_stores, args):
     flags = [a for a in args if a.startswith("--")]
-    out = run_module("src.train", *flags, *SMALL, *stores.overrides(), *[a for a in args if a not in flags])
+    out = run_module("src.train", *flags, *SMALL, *new_stores.overrides(), *[a for a in args if a not in flags])
     assert_one_line_error(out, f"{args[-1].split('=')[0]} is set by the sweeper")
-    assert not (stores.root / "mlflow.db").exists()
+    assert not (new_stores.root / "mlflow.db").exists()
 
 
 @pytest.mark.slow

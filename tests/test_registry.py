@@ -23,7 +23,7 @@ import yaml
 from tests.helpers.cli import ROOT, assert_one_line_error, run_in_process
 from tests.helpers.stores import SMALL, Stores
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # one worker runs the whole module (tests/conftest.py: WHOLE_MODULES)
 NAME = "CreditCardFraud_RF_synthetic"  # the default name follows the dataset
 
 
@@ -304,7 +304,7 @@ def test_the_threshold_is_the_trials_own_whatever_the_test_labels_say(tmp_path):
     test = np.arange(len(frame) - 1200, len(frame))
     permuted = frame.copy()
     permuted.loc[test, "Class"] = np.random.default_rng(0).permutation(frame.loc[test, "Class"].to_numpy())
-    stores = Stores.at(tmp_path)
+    stores = Stores.ready(tmp_path)
     tags = {}
     for label, data in (("as_is", frame), ("permuted", permuted)):
         csv = tmp_path / f"{label}.csv"
@@ -322,7 +322,7 @@ def test_the_threshold_is_the_trials_own_whatever_the_test_labels_say(tmp_path):
 def test_the_gate_judges_money_when_the_lineage_says_so(tmp_path):
     from tests.helpers.sweeps import GOOD, WEAK, package
 
-    stores = Stores.at(tmp_path)
+    stores = Stores.ready(tmp_path)
     first = package(stores, "weak", *WEAK, "registry.criterion=net_gain", name="Money_RF")
     assert first.returncode == 0, first.stderr
     second = package(stores, "good", *GOOD, "registry.criterion=net_gain", name="Money_RF")

@@ -19,7 +19,6 @@ from tests.helpers.cli import (
     assert_ends_in_one_line_error,
     assert_one_line_error,
     run_in_process,
-    run_module,
 )
 from tests.helpers.stores import QUIET
 
@@ -28,9 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 def sweep(stores, *overrides, module="src.train", env=None):
-    """A sweep in this process (a fresh process where the environment matters)."""
+    """A sweep in this process (with ``env`` set for the run only)."""
     args = ["--multirun", *QUIET, *stores.overrides(), *[o for o in overrides if o]]
-    return run_module(module, *args, env=env) if env is not None else run_in_process(module, *args)
+    return run_in_process(module, *args, env=env)  # the flaky app reads its variables as each trial runs
 
 
 def only_study(stores) -> optuna.Study:
@@ -77,7 +76,7 @@ def StoresAt(stores, name):  # noqa: N802 (a second set of stores beside the fir
     from tests.helpers.stores import Stores
 
     (stores.root / name).mkdir()
-    return Stores.at(stores.root / name)
+    return Stores.ready(stores.root / name)
 
 
 def test_trials_are_nested_runs_linked_both_ways(stores):
@@ -398,11 +397,11 @@ def test_sigkill_mid_sweep_then_resume_leaves_nothing_running(stores):
         (["model.max_depth=-3"], "the pinned values: model.max_depth must be an integer >= 1"),
     ],
 )
-def test_bad_sweep_settings_fail_in_one_line_before_any_trial(stores, overrides, fragment):
-    out = sweep(stores, *overrides)
+def test_bad_sweep_settings_fail_in_one_line_before_any_trial(new_stores, overrides, fragment):
+    out = sweep(new_stores, *overrides)
     assert_one_line_error(out, fragment)
     assert "secret" not in out.stderr
-    assert not (stores.root / "mlflow.db").exists()
+    assert not (new_stores.root / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize("sampler", ["random", "cmaes", "gp", "qmc"])

@@ -173,6 +173,9 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="small synthetic data, a minute (the suite runs it)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
+    parser.add_argument("--add-to", default=None, metavar="JSON",
+                        help="an earlier run's results: keep its phases and add these (rescore then re-scores the "
+                             "bests of both); phases that time nothing (looks, rescore) can so run apart")
     parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
                         help="an override for every one of our studies (repeatable), e.g. a candidate default")
     args = parser.parse_args()
@@ -191,6 +194,12 @@ def main() -> int:
     results: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "small": args.small,
                      "command": " ".join(["python -m tests.benchmark.peer", *sys.argv[1:]]),
                      "cores": os.cpu_count()}
+    if args.add_to:
+        earlier = json.loads(Path(args.add_to).read_text())
+        if earlier.get("small") != args.small:
+            parser.error(f"--add-to {args.add_to}: its data ({'small' if earlier.get('small') else 'real'}) is not "
+                         f"this run's")
+        results = {**earlier, "added": {k: results[k] for k in ("date", "command")}}
 
     def save() -> None:
         if args.json:
@@ -237,6 +246,8 @@ def render(r: dict) -> str:
              f"`{r['command']}`", "",
              "| | wall (s) | trials (complete) | best, its folds: AP ± std | best params (trees, depth, split, leaf) "
              "| best on other folds: AP ± std | CPU busy |", "|---|---|---|---|---|---|---|"]
+    if "added" in r:
+        lines[1:1] = ["", f"Phases added on {r['added']['date']}: `{r['added']['command']}`"]
     names = {"peer": "HalvingRandomSearchCV (peer)", "serial": "ours, one trial at a time",
              "parallel": "ours, two workers x one core", "converged": "ours, stop_when_converged=true",
              "wide_peer": "wide space: HalvingRandomSearchCV (peer)",

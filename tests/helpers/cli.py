@@ -46,17 +46,19 @@ def assert_ends_in_one_line_error(result: Result, fragment: str) -> None:
     assert lines[-1].startswith("error: ") and fragment in lines[-1], lines[-1]
 
 
-def run_in_process(module: str, *args: str) -> Result:
+def run_in_process(module: str, *args: str, env: dict | None = None) -> Result:
     """``python -m module args`` in this process (runpy, as ``python -m`` runs it): the same entry point, the same
     one-line errors and exit codes, without a fresh interpreter's ~3 s of imports. For commands whose test is
-    about what they print and write, not about the process itself (signals, kills, concurrency use run_module)."""
+    about what they print and write, not about the process itself (signals, kills, concurrency use run_module).
+    ``env``: variables set for the run only (ones the code reads when it runs, not at import), then restored."""
     import contextlib
     import io
     import runpy
 
     out, err = io.StringIO(), io.StringIO()
-    argv, cwd = sys.argv, os.getcwd()
+    argv, cwd, environ = sys.argv, os.getcwd(), dict(os.environ)
     sys.argv = [module, *args]
+    os.environ.update(env or {})
     code = 0
     try:
         os.chdir(ROOT)
@@ -67,4 +69,6 @@ def run_in_process(module: str, *args: str) -> Result:
     finally:
         sys.argv = argv
         os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
     return Result(code, out.getvalue(), err.getvalue())
