@@ -102,6 +102,45 @@ def test_first_model_becomes_champion_and_loads_from_its_alias(registry):
         "cost_model.values"]
 
 
+def test_the_champion_loads_in_a_process_with_its_own_package_named_src(registry, tmp_path):
+    """A fraud team's service often has its own ``src`` package: the version's carried code must neither be
+    shadowed by it nor shadow it (a fresh process: the point is a process that is not this app)."""
+    stores, _, _ = registry
+    service = tmp_path / "service"
+    (service / "src" / "model").mkdir(parents=True)
+    (service / "src" / "__init__.py").write_text("WHOSE = 'the service'\n")
+    (service / "src" / "model" / "__init__.py").write_text("")
+    script = ("import mlflow, src\n"
+              f"model = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
+              "answer = model.predict(model.input_example)\n"
+              "import src\n"
+              "print(len(answer), src.WHOSE)\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stores.tracking_uri, "PYTHONWARNINGS": "ignore"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=service, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["5", "the", "service"]
+
+
+def test_two_copies_of_a_version_loaded_in_one_process_each_run_their_own_carried_code(registry, tmp_path):
+    """MLflow puts each loaded model's code folder first on the path: a second model must not silently run the
+    first one's input code (here the second copy's refuses every row)."""
+    stores, _, _ = registry
+    source = stores.client().get_model_version_by_alias(NAME, "champion").source
+    first = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(tmp_path / "first"),
+                                                     tracking_uri=stores.tracking_uri))
+    second = Path(shutil.copytree(first, tmp_path / "second"))
+    (carried,) = [p for p in (second / "code").rglob("*.py") if "inputs" in p.name]
+    carried.write_text(carried.read_text() + "\n\ndef check_rows(*args, **kwargs):\n"
+                       "    raise InputError('the second copy refuses every row')\n")
+    one, two = mlflow.pyfunc.load_model(str(first)), mlflow.pyfunc.load_model(str(second))
+    assert len(one.predict(one.input_example)) == 5
+    with pytest.raises(mlflow.exceptions.MlflowException, match="the second copy refuses every row"):
+        two.predict(two.input_example)
+    assert len(one.predict(one.input_example)) == 5  # the first still runs its own
+
+
 def test_shifting_every_time_by_whole_days_leaves_every_served_probability_unchanged(registry):
     """The forest learns the time of day, not seconds since the file began: next week's transactions are scored
     as today's."""

@@ -1,9 +1,10 @@
 """The model as it is logged, registered and served, and how the gate reads a version back.
 
 Logged with MLflow's models-from-code: the code is src/model/served.py (with src/model/inputs.py as its
-``code_paths``), the forest an artifact stored by skops, the version's operating point in ``model_config``
-(threshold, the features' derivation, the cost model), the signature of 30 named double inputs and two outputs
-(``fraud_probability`` double, ``decision`` long), an input example and pinned requirements.
+``code_paths``, carried as the top-level module ``fraud_model_inputs``), the forest an artifact stored by skops, the
+version's operating point in ``model_config`` (threshold, the features' derivation, the cost model), the signature
+of 30 named double inputs and two outputs (``fraud_probability`` double, ``decision`` long), an input example and
+pinned requirements.
 
 Invariant: the gate never runs a version's code and never unpickles: it loads the forest with skops and this
 project's own list of trusted types (never the list a model's files carry), and derives the inputs with this
@@ -31,6 +32,10 @@ MODEL_NAME_IN_RUN = "fraud_model"
 # The model's code, passed to MLflow by path (never imported here: it registers the model with MLflow when run).
 SERVED_CODE = Path(__file__).resolve().parent.parent / "model" / "served.py"
 INPUTS_CODE = Path(model_inputs.__file__).resolve()
+# The name the served code imports its inputs by. Not src.model.inputs: MLflow puts a loaded model's code folder
+# first on sys.path, and a carried `src` package would shadow the loading process's own `src` (this app's in a
+# joblib worker, a fraud team's service), or be shadowed by it (the version then runs someone else's code).
+CARRIED_INPUTS = "fraud_model_inputs"
 
 
 class ModelRefused(UserError):
@@ -66,18 +71,15 @@ def log_model(forest: Any, cfg: Config, threshold: float, example_rows: np.ndarr
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         skops.io.dump(forest, folder / "forest.skops")
-        package = folder / "src"  # the one module the served code imports, as src.model.inputs
-        (package / "model").mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "model" / "__init__.py").write_text("")
-        shutil.copy(INPUTS_CODE, package / "model" / "inputs.py")
+        carried = folder / f"{CARRIED_INPUTS}.py"  # the one module the served code imports
+        shutil.copy(INPUTS_CODE, carried)
         with warnings.catch_warnings():  # MLflow's hint that `decision` is an integer column: it is, on purpose
             warnings.simplefilter("ignore", category=UserWarning)
             signature = mlflow.models.infer_signature(example, decide_rows(forest, example_rows, cfg.features.time,
                                                                            threshold))
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN, python_model=str(SERVED_CODE),
-                artifacts={"forest": str(folder / "forest.skops")}, code_paths=[str(package)], model_config=config,
+                artifacts={"forest": str(folder / "forest.skops")}, code_paths=[str(carried)], model_config=config,
                 signature=signature, input_example=example, pip_requirements=requirements())
 
 

@@ -3,12 +3,16 @@
 This file is the model's code: ``mlflow.pyfunc.log_model(python_model=<this file>)`` stores it with the model,
 MLflow runs it when the model is loaded (``mlflow models serve``, ``mlflow.pyfunc.load_model``), and nothing of the
 app imports it. The forest is an artifact stored by skops and loaded with a fixed list of trusted types: loading
-the model never unpickles. Its inputs go through src.model.inputs (carried with the model as ``code_paths``): the
-same derivation as in training, and the same refusal of rows that cannot be scored (an HTTP 400 naming the column).
+the model never unpickles. Its inputs go through src/model/inputs.py, carried with the model (``code_paths``) as
+the module ``fraud_model_inputs``: the same derivation as in training, and the same refusal of rows that cannot be
+scored (an HTTP 400 naming the column). Each load runs its own version's copy: MLflow has just put that version's
+code folder first on sys.path, and a copy an earlier load imported is dropped first. (Only while MLflow logs the
+model, in the app, is there no copy yet: the app's module stands in, the same file.)
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import mlflow
@@ -18,7 +22,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from src.model.inputs import TRUSTED_TYPES, InputError, check_rows, derive
+sys.modules.pop("fraud_model_inputs", None)
+try:
+    from fraud_model_inputs import TRUSTED_TYPES, InputError, check_rows, derive
+except ModuleNotFoundError:  # MLflow runs this file once while logging it, before the copy exists: the app's own
+    from src.model.inputs import TRUSTED_TYPES, InputError, check_rows, derive
 
 
 class FraudDecision(PythonModel):
