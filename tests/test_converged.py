@@ -12,7 +12,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hydra_plugins.optuna_mlflow_sweeper._converged import chance_to_beat, should_stop, verdict
-from tests.helpers.cli import run_module
+from tests.helpers.cli import run_in_process
 
 DIST = {"x": FloatDistribution(0.0, 1.0)}
 
@@ -68,7 +68,7 @@ def test_without_an_uncertainty_value_the_margin_is_zero():
 @pytest.mark.slow
 def test_a_sweep_whose_trials_cannot_be_told_apart_stops_says_why_and_still_runs_its_final_stage(stores):
     # The quadratic app near its minimum: every trial's loss is within 1e-4 of the others, its spread is 0.01.
-    out = run_module("tests.apps.quadratic.app", "--multirun", f"tracking_uri={stores.tracking_uri}",
+    out = run_in_process("tests.apps.quadratic.app", "--multirun", f"tracking_uri={stores.tracking_uri}",
                      f"hydra.sweeper.storage={stores.storage}", f"hydra.sweep.dir={stores.sweep_dir}",
                      "hydra.sweeper.n_trials=12", "hydra.sweeper.pruner=none", "hydra.sweeper.pruner_options=null",
                      "hydra.sweeper.stop_when_converged=true",
@@ -89,7 +89,7 @@ def test_a_sweep_whose_trials_cannot_be_told_apart_stops_says_why_and_still_runs
     (refit,) = [r for r in runs if r.data.tags.get("run_purpose") == "refit"]  # the answer is still packaged
     assert results["final_run_id"] == refit.info.run_id
 
-    again = run_module("tests.apps.quadratic.app", "--multirun", f"tracking_uri={stores.tracking_uri}",
+    again = run_in_process("tests.apps.quadratic.app", "--multirun", f"tracking_uri={stores.tracking_uri}",
                        f"hydra.sweeper.storage={stores.storage}", f"hydra.sweep.dir={stores.sweep_dir}",
                        "hydra.sweeper.n_trials=12", "hydra.sweeper.pruner=none", "hydra.sweeper.pruner_options=null",
                        "x=interval(0.99,1.01)", "y=interval(-2.01,-1.99)")

@@ -15,10 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_module
+from tests.helpers.cli import ROOT, assert_ends_in_one_line_error, assert_one_line_error, run_in_process, run_module
 from tests.helpers.proxy import FaultProxy
 from tests.helpers.servers import MlflowServer, free_port
 from tests.helpers.stores import QUIET, SMALL
+from tests.helpers.sweeps import own_corner
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def sweep_args(stores, *extra):
 
 
 def quiet_sweep(stores, *overrides):
-    return run_module("src.train", "--multirun", *QUIET, *stores.overrides(), *overrides)
+    return run_in_process("src.train", "--multirun", *QUIET, *stores.overrides(), *overrides)
 
 
 def trials(stores, study="faults"):
@@ -83,7 +84,7 @@ def test_sigkill_at_a_seeded_moment_then_resume(stores, moment, seed):
         if proc.poll() is None:
             proc.kill()
 
-    resumed = run_module("src.train", *sweep_args(stores))
+    resumed = run_in_process("src.train", *sweep_args(stores))  # the killed one was a process of its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     all_trials = trials(stores)
@@ -106,7 +107,7 @@ def test_sigkill_at_a_seeded_moment_then_resume(stores, moment, seed):
 
 
 def test_thirty_percent_failing_trials_stay_within_the_budget(stores):
-    out = run_module("tests.apps.flaky_app", "--multirun", *SMALL, *stores.overrides(), "registry.enabled=false",
+    out = run_in_process("tests.apps.flaky_app", "--multirun", *SMALL, *stores.overrides(), "registry.enabled=false",
                      "mlflow.log_plots=false", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=10",
                      "hydra.sweeper.max_failures=8", env={"FLAKY_RAISE_SHARE": "0.3"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -157,7 +158,7 @@ def test_tracking_server_gone_mid_sweep_loses_nothing(stores, tmp_path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     server.start()  # back: the next run of the same command repairs MLflow and finishes the study
     try:
-        again = run_module("src.train", *args, env=fast)
+        again = run_in_process("src.train", *args, env=fast)
         assert again.returncode == 0, again.stderr[-3000:]
         study = optuna.load_study(study_name="outage", storage=stores.storage)
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -202,23 +203,20 @@ def test_late_resume_keeps_a_finished_trial_whose_worker_died(stores):
     assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.4321)
 
 
-def test_a_transient_tracking_error_never_makes_a_second_parent(stores, tmp_path):
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        with FaultProxy(server.uri) as proxy:
-            args = ["hydra.sweeper.study_name=oneparent", f"mlflow.tracking_uri={proxy.uri}"]
-            first = quiet_sweep(stores, "hydra.sweeper.n_trials=1", *args)
-            assert first.returncode == 0, first.stderr
-            proxy.fail("/runs/get", status=403, body={"error_code": "PERMISSION_DENIED", "message": "try later"},
-                       times=1)
-            second = quiet_sweep(stores, "hydra.sweeper.n_trials=2", *args)
-            assert_ends_in_one_line_error(second, "cannot read the parent run")
-        client = MlflowClient(server.uri)
-        exp = client.get_experiment_by_name("creditcardfraud-sweep")
-        parents = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_sweep'")
-        assert len(parents) == 1
-    finally:
-        server.stop()
+def test_a_transient_tracking_error_never_makes_a_second_parent(stores, tracking_server):
+    name, own = own_corner("OneParent")
+    with FaultProxy(tracking_server) as proxy:
+        args = ["hydra.sweeper.study_name=oneparent", f"mlflow.tracking_uri={proxy.uri}", *own]
+        first = quiet_sweep(stores, "hydra.sweeper.n_trials=1", *args)
+        assert first.returncode == 0, first.stderr
+        proxy.fail("/runs/get", status=403, body={"error_code": "PERMISSION_DENIED", "message": "try later"},
+                   times=1)
+        second = quiet_sweep(stores, "hydra.sweeper.n_trials=2", *args)
+        assert_ends_in_one_line_error(second, "cannot read the parent run")
+    client = MlflowClient(tracking_server)
+    exp = client.get_experiment_by_name(name)
+    parents = client.search_runs([exp.experiment_id], "tags.run_purpose = 'hyperparameter_sweep'")
+    assert len(parents) == 1
 
 
 def in_namespace_with_a_small_disk(tmp_path, body: str) -> subprocess.CompletedProcess:

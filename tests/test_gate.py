@@ -9,10 +9,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import sweeps
-from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_in_process, run_module
+from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_in_process
 from tests.helpers.proxy import FaultProxy
-from tests.helpers.servers import MlflowServer
 from tests.helpers.stores import SMALL, Stores
+from tests.helpers.sweeps import own_corner
 
 NAME = "Gate_RF"
 GOOD = ["model.max_depth=8"]
@@ -24,38 +24,36 @@ def package(stores: Stores, sweep_dir: str, *overrides: str, env: dict | None = 
     return sweeps.package(stores, sweep_dir, *overrides, name=NAME, tracking=tracking, env=env)
 
 
-def version(client: MlflowClient, number: int):
-    return client.get_model_version(NAME, str(number))
+def version(client: MlflowClient, number: int, name: str = NAME):
+    return client.get_model_version(name, str(number))
 
 
-def champion(client: MlflowClient) -> str:
-    return str(client.get_model_version_by_alias(NAME, "champion").version)
+def champion(client: MlflowClient, name: str = NAME) -> str:
+    return str(client.get_model_version_by_alias(name, "champion").version)
 
 
 @pytest.mark.slow
-def test_a_registry_that_fails_during_the_gate_moves_no_alias_and_decide_finishes_later(stores, tmp_path):
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        with FaultProxy(server.uri) as proxy:
-            first = package(stores, "s1", *GOOD, tracking=proxy.uri)
-            assert first.returncode == 0, first.stderr
-            proxy.fail("/registered-models/alias", status=503, method="GET")  # the champion look-up
-            fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-            second = package(stores, "s2", *WEAK, "hydra.sweeper.study_name=weak", tracking=proxy.uri, env=fast)
-            assert_ends_in_one_line_error(second, "python -m src.registry decide 2")
-            client = MlflowClient(server.uri)
-            assert champion(client) == "1"  # a constant-ish challenger was not promoted over a good champion
-            v2 = version(client, 2)
-            assert v2.tags["decision"] == "undecided" and "503" in v2.tags["decision_reason"]
-            assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
-            proxy.clear()  # the registry is back: decide as the message said
-            decided = run_in_process("src.registry", "--tracking-uri", proxy.uri, "--name", NAME, "decide", "2")
-            assert decided.returncode == 0, decided.stderr
-            v2 = version(client, 2)
-            assert v2.tags["decision"] == "kept_champion" and "re-scored on the same" in v2.tags["decision_reason"]
-            assert champion(client) == "1" and "kept_champion" in decided.stdout
-    finally:
-        server.stop()
+def test_a_registry_that_fails_during_the_gate_moves_no_alias_and_decide_finishes_later(stores, tracking_server):
+    name, own = own_corner("Gate_RF")
+    with FaultProxy(tracking_server) as proxy:
+        first = sweeps.package(stores, "s1", *GOOD, *own, name=name, tracking=proxy.uri)
+        assert first.returncode == 0, first.stderr
+        proxy.fail("/registered-models/alias", status=503, method="GET")  # the champion look-up
+        fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        second = sweeps.package(stores, "s2", *WEAK, *own, "hydra.sweeper.study_name=weak", name=name,
+                                tracking=proxy.uri, env=fast)
+        assert_ends_in_one_line_error(second, "python -m src.registry decide 2")
+        client = MlflowClient(tracking_server)
+        assert champion(client, name) == "1"  # a constant-ish challenger was not promoted over a good champion
+        v2 = version(client, 2, name)
+        assert v2.tags["decision"] == "undecided" and "503" in v2.tags["decision_reason"]
+        assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+        proxy.clear()  # the registry is back: decide as the message said
+        decided = run_in_process("src.registry", "--tracking-uri", proxy.uri, "--name", name, "decide", "2")
+        assert decided.returncode == 0, decided.stderr
+        v2 = version(client, 2, name)
+        assert v2.tags["decision"] == "kept_champion" and "re-scored on the same" in v2.tags["decision_reason"]
+        assert champion(client, name) == "1" and "kept_champion" in decided.stdout
 
 
 @pytest.mark.slow
@@ -95,7 +93,7 @@ def test_past_the_test_split_budget_a_better_model_is_not_promoted_automatically
                                   ["--multirun", "sweep.stage=final"]])
 def test_only_the_sweeper_sets_the_jobs_context(new_stores, args):
     flags = [a for a in args if a.startswith("--")]
-    out = run_module("src.train", *flags, *SMALL, *new_stores.overrides(), *[a for a in args if a not in flags])
+    out = run_in_process("src.train", *flags, *SMALL, *new_stores.overrides(), *[a for a in args if a not in flags])
     assert_one_line_error(out, f"{args[-1].split('=')[0]} is set by the sweeper")
     assert not (new_stores.root / "mlflow.db").exists()
 

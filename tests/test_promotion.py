@@ -14,8 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers.cli import assert_ends_in_one_line_error, assert_one_line_error, run_in_process
 from tests.helpers.proxy import FaultProxy
-from tests.helpers.servers import MlflowServer
-from tests.helpers.sweeps import GOOD, WEAK, package, package_args, sweep, together
+from tests.helpers.sweeps import GOOD, WEAK, own_corner, package, package_args, sweep, together
 
 pytestmark = pytest.mark.slow
 
@@ -129,34 +128,31 @@ def test_every_look_at_the_test_split_is_counted_or_refused(stores):
     assert ledger_looks(client, lineage) == 3
 
 
-def test_decide_decides_only_undecided_versions_with_the_use_count_of_their_look(stores, tmp_path):
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        with FaultProxy(server.uri) as proxy:
-            assert package(stores, "s1", *WEAK, name="Decide_RF", tracking=proxy.uri).returncode == 0
-            proxy.fail("/registered-models/alias", status=503, method="GET")  # the champion look-up
-            fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-            second = package(stores, "s2", *GOOD, name="Decide_RF", tracking=proxy.uri, env=fast)
-            assert_ends_in_one_line_error(second, "python -m src.registry decide 2")
-            proxy.clear()
-            third = package(stores, "s3", *GOOD, "model.random_state=3", name="Decide_RF", tracking=proxy.uri)
-            assert third.returncode == 0, third.stderr
-            cli = ["--tracking-uri", proxy.uri, "--name", "Decide_RF"]
-            refused = run_in_process("src.registry", *cli, "decide", "1")
-            assert_one_line_error(refused, "version 1 is decided already (promoted)", "promote 1 --reason",
-                                  "rollback --reason")
-            client = MlflowClient(server.uri)
-            before = champion(client, "Decide_RF")
-            decided = run_in_process("src.registry", *cli, "decide", "2")
-            assert decided.returncode == 0, decided.stderr
-            v2 = client.get_model_version("Decide_RF", "2")
-            assert v2.tags["decision"] in ("promoted", "kept_champion")
-            assert v2.tags["test_split_uses"] == "2"  # its look's count, though v3 has looked since
-            assert v2.tags["compared_with_version"] == before  # against the champion of its (late) turn
-            again = run_in_process("src.registry", *cli, "decide", "2")  # decided now: it cannot be run twice
-            assert_one_line_error(again, "version 2 is decided already")
-    finally:
-        server.stop()
+def test_decide_decides_only_undecided_versions_with_the_use_count_of_their_look(stores, tracking_server):
+    name, own = own_corner("Decide_RF")
+    with FaultProxy(tracking_server) as proxy:
+        assert package(stores, "s1", *WEAK, *own, name=name, tracking=proxy.uri).returncode == 0
+        proxy.fail("/registered-models/alias", status=503, method="GET")  # the champion look-up
+        fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        second = package(stores, "s2", *GOOD, *own, name=name, tracking=proxy.uri, env=fast)
+        assert_ends_in_one_line_error(second, "python -m src.registry decide 2")
+        proxy.clear()
+        third = package(stores, "s3", *GOOD, "model.random_state=3", *own, name=name, tracking=proxy.uri)
+        assert third.returncode == 0, third.stderr
+        cli = ["--tracking-uri", proxy.uri, "--name", name]
+        refused = run_in_process("src.registry", *cli, "decide", "1")
+        assert_one_line_error(refused, "version 1 is decided already (promoted)", "promote 1 --reason",
+                              "rollback --reason")
+        client = MlflowClient(tracking_server)
+        before = champion(client, name)
+        decided = run_in_process("src.registry", *cli, "decide", "2")
+        assert decided.returncode == 0, decided.stderr
+        v2 = client.get_model_version(name, "2")
+        assert v2.tags["decision"] in ("promoted", "kept_champion")
+        assert v2.tags["test_split_uses"] == "2"  # its look's count, though v3 has looked since
+        assert v2.tags["compared_with_version"] == before  # against the champion of its (late) turn
+        again = run_in_process("src.registry", *cli, "decide", "2")  # decided now: it cannot be run twice
+        assert_one_line_error(again, "version 2 is decided already")
 
 
 def test_the_lineage_pins_the_test_rows_and_the_champion_must_reproduce_its_score(stores, tmp_path):
@@ -177,7 +173,7 @@ def test_the_lineage_pins_the_test_rows_and_the_champion_must_reproduce_its_scor
     parts = split(load(CreditCardDatasetConfig(path=str(csv))), SplitConfig(), EvaluationConfig())
     X[parts.test[0], 5] += 1.0
     np.savez(cache, X=X, y=y, counts=counts)
-    other = package(stores, "s2", *GOOD, *data, name="Pinned_RF", env={})  # a fresh process reads the cache
+    other = package(stores, "s2", *GOOD, *data, name="Pinned_RF", fresh=True)  # a fresh process reads the cache
     assert other.returncode == 0, other.stderr
     client = stores.client()
     v1, v2 = versions(client, "Pinned_RF")
@@ -202,26 +198,22 @@ def test_the_lineage_pins_the_test_rows_and_the_champion_must_reproduce_its_scor
     assert v4.tags["decision"] == "undecided" and "not its recorded" in v4.tags["decision_reason"]
 
 
-def test_a_search_that_fails_once_while_packaging_resumes_registers_nothing_twice(stores, tmp_path):
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        with FaultProxy(server.uri) as proxy:
-            first = package(stores, "resume", *GOOD, name="Once_RF", tracking=proxy.uri)
-            assert first.returncode == 0, first.stderr
-            # as if the packaging died after registering: its study forgets the final stage, its run is KILLED
-            client = MlflowClient(server.uri)
-            study = optuna.load_study(study_name="resume", storage=stores.storage)
-            study.set_user_attr("sweeper.final", {"trial_number": -1, "run_id": ""})
-            (final_run,) = client.search_runs(
-                [client.get_experiment_by_name("creditcardfraud-sweep").experiment_id],
-                "tags.run_purpose = 'model_packaging'")
-            client.set_terminated(final_run.info.run_id, "KILLED")
-            fault = proxy.fail("/model-versions/search", status=503, times=1)
-            again = package(stores, "resume", *GOOD, name="Once_RF", tracking=proxy.uri,
-                            env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
-            assert again.returncode == 0, again.stderr
-            assert fault.hits == 1  # the search did fail once
-            assert len(versions(client, "Once_RF")) == 1
-            assert "already registered for this trial: reused" in again.stderr
-    finally:
-        server.stop()
+def test_a_search_that_fails_once_while_packaging_resumes_registers_nothing_twice(stores, tracking_server):
+    name, own = own_corner("Once_RF")
+    with FaultProxy(tracking_server) as proxy:
+        first = package(stores, "resume", *GOOD, *own, name=name, tracking=proxy.uri)
+        assert first.returncode == 0, first.stderr
+        # as if the packaging died after registering: its study forgets the final stage, its run is KILLED
+        client = MlflowClient(tracking_server)
+        study = optuna.load_study(study_name="resume", storage=stores.storage)
+        study.set_user_attr("sweeper.final", {"trial_number": -1, "run_id": ""})
+        (final_run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id],
+                                          "tags.run_purpose = 'model_packaging'")
+        client.set_terminated(final_run.info.run_id, "KILLED")
+        fault = proxy.fail("/model-versions/search", status=503, times=1)
+        again = package(stores, "resume", *GOOD, *own, name=name, tracking=proxy.uri,
+                        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        assert again.returncode == 0, again.stderr
+        assert fault.hits == 1  # the search did fail once
+        assert len(versions(client, name)) == 1
+        assert "already registered for this trial: reused" in again.stderr

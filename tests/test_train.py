@@ -5,7 +5,7 @@ import json
 import pytest
 
 from src.data.schema import FEATURES
-from tests.helpers.cli import ROOT, run_module
+from tests.helpers.cli import ROOT, run_in_process
 from tests.helpers.stores import SMALL
 
 pytestmark = pytest.mark.slow
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_single_run_logs_a_complete_mlflow_run(stores):
     before = {p.name for p in ROOT.iterdir()}
-    out = run_module("src.train", *SMALL, *stores.overrides(), "model.max_depth=12")
+    out = run_in_process("src.train", *SMALL, *stores.overrides(), "model.max_depth=12")
     assert out.returncode == 0, out.stderr
     assert "val_pr_auc = " in out.stdout and " ± " in out.stdout  # the objective with its uncertainty: a result
     assert "fold 1/3 done" in out.stderr and "val_pr_auc = " not in out.stderr  # progress: stderr

@@ -114,7 +114,7 @@ class TrialJob:
             build_model(self.cfg.model), self.data, self.parts, on_fold=self.on_fold,
             look_trees=steps.look_trees, on_look=self.on_look if steps.look_trees is not None else None,
             row_looks=steps.row_looks, on_rows=self.on_rows if steps.row_looks else None, seed=self.cfg.split.seed,
-            X=prepared.inputs_of(self.cfg, self.data))
+            X=prepared.inputs_of(self.cfg, self.data), scale_looks=self.cfg.evaluation.scale_looks)
         if not math.isfinite(result.pr_auc):
             raise ObjectiveError(f"the objective is {result.pr_auc} (fold APs {result.fold_pr_auc})")
         return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Sequence
 
 from tests.helpers.cli import ROOT, Result, run_in_process, run_module
@@ -17,9 +18,18 @@ GOOD = ["model.max_depth=8"]
 WEAK = ["model.max_depth=1", "model.n_estimators=1", "model.class_weight=null"]  # about as good as a constant
 
 
-def run(*args: str, env: dict | None = None) -> Result:
-    """``python -m src.train args``: in this process, or in a fresh one where the environment matters."""
-    return run_module("src.train", *args, env=env) if env is not None else run_in_process("src.train", *args)
+def own_corner(prefix: str) -> tuple[str, list[str]]:
+    """A name, and the overrides that give a test its own corner of a tracking server the suite shares (CI's, or the
+    session's): its own experiment (searches see its runs only) and its own test rows (the ledger counts every look
+    at a lineage's test split, server-wide). Use the name as the registered model's too."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    return name, [f"mlflow.experiment_name={name}", f"split.seed={uuid.uuid4().int % 2**32}"]
+
+
+def run(*args: str, env: dict | None = None, fresh: bool = False) -> Result:
+    """``python -m src.train args``, ``env`` set for it: in this process, or in a fresh one where the process itself
+    matters (``fresh``: nothing it reads is cached in memory yet)."""
+    return run_module("src.train", *args, env=env) if fresh else run_in_process("src.train", *args, env=env)
 
 
 def sweep(stores: Stores, *overrides: str, base: Sequence[str] = QUIET, env: dict | None = None) -> Result:
@@ -35,10 +45,10 @@ def package_args(stores: Stores, sweep_dir: str, *overrides: str, name: str, tra
 
 
 def package(stores: Stores, sweep_dir: str, *overrides: str, name: str, tracking: str | None = None,
-            env: dict | None = None) -> Result:
+            env: dict | None = None, fresh: bool = False) -> Result:
     """A one-trial sweep and its final stage into the test's stores (its own study: the sweep folder names it)."""
     return run(*package_args(stores, sweep_dir, f"hydra.sweeper.study_name={sweep_dir}", *overrides, name=name,
-                             tracking=tracking), env=env)
+                             tracking=tracking), env=env, fresh=fresh)
 
 
 def together(commands: list[list[str]], env: dict | None = None) -> list[Result]:
