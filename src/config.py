@@ -137,9 +137,11 @@ class EvaluationConfig:
     # steps then count rows in units of the first look (looks at 1/9 and 1/3: steps 1, 3; folds: 9, 18, 27), so
     # that SuccessiveHalvingPruner's rungs (min_resource 1, reduction factor 3) fall on the looks and on fold 1.
     row_looks: list[float] = field(default_factory=list)
-    # A row look's forest has its leaf and split sizes scaled to the look's share of the rows (at least 1 and 2), so
-    # that its trees have the shape they will have on all rows; false = the trial's own sizes on fewer rows.
-    scale_looks: bool = True
+    # A row look's forest with its leaf and split sizes scaled to the look's share of the rows (at least 1 and 2):
+    # its trees then have the shape they will have on all rows. For spaces with large leaves (the looks ranked a
+    # wide space only scaled); off by default: in the default space (leaves of 1-4 rows) every scaled look grows
+    # the same trees, successive halving keeps the ties, and the study took 2.1x as long (BENCHMARKS.md).
+    scale_looks: bool = False
 
     def __post_init__(self) -> None:
         looks = list(self.row_looks)

@@ -94,3 +94,14 @@ def test_the_peer_comparison_runs_every_phase(tmp_path):
     for row in ("HalvingRandomSearchCV (peer)", "ours, one trial at a time", "ours, two workers x one core",
                 "ours, stop_when_converged=true", "wide space: ours (start_from_config=false)", "Rank correlation"):
         assert row in proc.stdout
+
+
+def test_the_looks_comparison_scores_every_look_as_is_and_scaled(tmp_path):
+    out = tmp_path / "looks.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmark.looks", "--small", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["summary"]) == {"0.1111:as_is", "0.1111:scaled", "0.3333:as_is", "0.3333:scaled"}
+    assert len(r["rows"]) == r["n"] and all(0 < row["fold 1"] <= 1 for row in r["rows"])
+    assert "| 0.1111 of the rows, scaled |" in proc.stdout

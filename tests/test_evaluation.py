@@ -127,18 +127,20 @@ class SizeRecorder(Recorder):
 
 
 def test_a_row_look_grows_trees_of_the_same_shape_leaves_and_splits_scaled_to_its_share(small):
-    """A leaf of 60 rows on a ninth of the rows is a far coarser tree than on all of them: on the real data the
-    looks ranked the wide space's configurations only once scaled (BENCHMARKS.md). The folds keep their sizes."""
+    """With scale_looks: a leaf of 60 rows on a ninth of the rows is a far coarser tree than on all of them: on the
+    real data the looks ranked the wide space's configurations only once scaled (BENCHMARKS.md). The folds keep
+    their sizes."""
     ds, parts = small
     SizeRecorder.sizes.clear()
-    cross_validate(SizeRecorder(60, 90), ds, parts, row_looks=[0.1111, 0.3333], on_rows=lambda *a: None)
+    cross_validate(SizeRecorder(60, 90), ds, parts, row_looks=[0.1111, 0.3333], on_rows=lambda *a: None,
+                   scale_looks=True)
     assert SizeRecorder.sizes == [(7, 10), (20, 30), (60, 90), (60, 90), (60, 90)]
     SizeRecorder.sizes.clear()
-    cross_validate(SizeRecorder(3, 4), ds, parts, row_looks=[0.1111], on_rows=lambda *a: None)
+    cross_validate(SizeRecorder(3, 4), ds, parts, row_looks=[0.1111], on_rows=lambda *a: None, scale_looks=True)
     assert SizeRecorder.sizes[0] == (1, 2)  # never below a forest's own minimums
     SizeRecorder.sizes.clear()
-    cross_validate(SizeRecorder(60, 90), ds, parts, row_looks=[0.1111], on_rows=lambda *a: None, scale_looks=False)
-    assert SizeRecorder.sizes == [(60, 90)] * 4  # as before: the trial's own sizes on the look's rows
+    cross_validate(SizeRecorder(60, 90), ds, parts, row_looks=[0.1111], on_rows=lambda *a: None)
+    assert SizeRecorder.sizes == [(60, 90)] * 4  # the default: the trial's own sizes on the look's rows
 
 
 def test_a_row_look_can_stop_the_fit_before_fold_one_is_grown(small):

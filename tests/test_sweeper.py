@@ -20,7 +20,7 @@ from tests.helpers.cli import (
     assert_one_line_error,
     run_in_process,
 )
-from tests.helpers.stores import QUIET
+from tests.helpers.stores import QUIET, Stores
 
 pytestmark = pytest.mark.slow
 
@@ -281,6 +281,20 @@ def test_row_looks_are_the_pruners_row_budget_and_successive_halving_prunes_on_t
     assert max(history, key=lambda m: m.step).step == 27
     assert all(" rows (value so far " in by_number[t.number].data.tags["pruned"] for t in pruned
                if max(t.intermediate_values) < 9)
+
+
+def test_scaled_looks_are_what_the_command_line_asks_and_change_only_the_looks(tmp_path):
+    """evaluation.scale_looks reaches the trial: the same configuration (leaves of 60 rows) looked at as is and
+    scaled gives other look values and the same folds."""
+    looked = {}
+    for scale in ("false", "true"):
+        own = Stores.ready(tmp_path / scale)
+        out = sweep(own, "hydra.sweeper.n_trials=1", "evaluation.row_looks=[0.1111,0.3333]",
+                    "model.min_samples_leaf=60", "model.min_samples_split=90", f"evaluation.scale_looks={scale}")
+        assert out.returncode == 0, out.stderr
+        looked[scale] = only_study(own).trials[0].intermediate_values
+    assert looked["false"][1] != looked["true"][1] and looked["false"][3] != looked["true"][3]
+    assert [looked["false"][k] for k in (9, 18, 27)] == [looked["true"][k] for k in (9, 18, 27)]
 
 
 def test_the_last_fold_is_never_pruned(stores):

@@ -67,7 +67,7 @@ def cross_validate(
     model: ClassifierMixin, data: Dataset, split: Split, on_fold: Optional[FoldCallback] = None,
     look_trees: Optional[int] = None, on_look: Optional[LookCallback] = None,
     row_looks: Sequence[float] = (), on_rows: Optional[RowsCallback] = None, seed: int = 0,
-    X: Optional[np.ndarray] = None, scale_looks: bool = True,
+    X: Optional[np.ndarray] = None, scale_looks: bool = False,
 ) -> CVResult:
     """Fit a fresh clone per fold of the training split; never touches the test rows.
 
