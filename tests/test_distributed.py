@@ -68,3 +68,38 @@ def test_three_workers_finish_exactly_n_trials_under_one_parent(tmp_path, tracki
     versions = client.search_model_versions(f"name = '{model}'")
     assert len(versions) == 1
     assert str(client.get_model_version_by_alias(model, "champion").version) == str(versions[0].version)
+
+
+def test_workers_that_write_the_same_new_tag_on_the_parent_at_once_all_succeed(tracking_server):
+    """Each worker writes the sweep's description on the parent run as it ends. MLflow's tag write reads, then
+    inserts: two writers of a tag the run does not have yet can both insert, and the second one's unique-key error
+    ended a worker with a traceback (seen on CI's PostgreSQL-backed server). Six writers per tag, started together
+    on a real server."""
+    import threading
+
+    from hydra_plugins.optuna_mlflow_sweeper._runs import GuardedClient
+
+    client = MlflowClient(tracking_server)
+    experiment = client.create_experiment(f"tag-race-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment).info.run_id
+    writers, keys = 6, 12
+    barriers = [threading.Barrier(writers) for _ in range(keys)]
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        guarded = GuardedClient(tracking_server)
+        for key, barrier in enumerate(barriers):
+            barrier.wait()
+            try:
+                guarded.set_tag(run_id, f"note.{key}", f"written by worker {worker}")
+            except Exception as exc:  # what the worker would have died of
+                errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[:2]
+    tags = client.get_run(run_id).data.tags
+    assert all(tags[f"note.{key}"].startswith("written by worker ") for key in range(keys))

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ._context import PARENT_ATTR
 from ._errors import SweeperError, TrackingDown, one_line
 from ._redact import redact
-from ._stores import is_unreachable, limit_http_retries
+from ._stores import is_integrity_race, is_unreachable, limit_http_retries
 
 SWEEP, TRIAL = "hyperparameter_sweep", "hyperparameter_tuning"  # tag run_purpose (the final stage's is a setting)
 
@@ -40,9 +40,15 @@ class RunStatus(StrEnum):
 log = logging.getLogger(__name__)
 
 
+# MLflow writes a tag by reading it, then inserting or updating: two workers writing a tag the run does not have
+# yet (the parent's description, as each worker ends) can both insert, and the later one fails on the unique key.
+# Written again, the tag exists and is updated: the write is an upsert, so once more is safe.
+RACED_UPSERTS = frozenset({"set_tag", "log_batch"})
+
+
 class GuardedClient:
     """An MlflowClient whose calls raise TrackingDown when the server is unreachable (not after minutes of retries
-    and tracebacks)."""
+    and tracebacks), and whose tag writes survive another worker writing the same new tag at the same moment."""
 
     def __init__(self, uri: str) -> None:
         limit_http_retries()
@@ -54,12 +60,15 @@ class GuardedClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attr(*args, **kwargs)
-            except Exception as exc:
-                if is_unreachable(exc):
-                    raise TrackingDown(f"the tracking server at {redact(self._uri)} stopped answering") from None
-                raise
+            for again in (False, True):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as exc:
+                    if is_unreachable(exc):
+                        raise TrackingDown(f"the tracking server at {redact(self._uri)} stopped answering") from None
+                    if again or name not in RACED_UPSERTS or not is_integrity_race(exc):
+                        raise
+            raise AssertionError("unreachable")  # the loop returns or raises
 
         return call
 
