@@ -42,10 +42,10 @@ def task_part(cfg: DictConfig) -> DictConfig:
     return task
 
 
-def _check_schema(cfg: DictConfig, what: str) -> None:
-    """Instantiate the task config's structured schema: its range checks run here."""
+def _check_schema(task: DictConfig, what: str) -> None:
+    """Instantiate the task config's structured schema (``task``: no Hydra node): its range checks run here."""
     try:
-        OmegaConf.to_object(task_part(cfg))
+        OmegaConf.to_object(task)
     except Exception as exc:
         raise SweeperError(f"{what}: {' '.join(str(exc).split())}") from None
 
@@ -63,20 +63,22 @@ def pinned_config(config_loader: Any, config: DictConfig, space: _search_space.S
     except HydraException as exc:
         cause = f" - {exc.__cause__}" if exc.__cause__ else ""
         raise SweeperError(" ".join(f"{exc}{cause}".split())) from None
-    _check_schema(base, "the pinned values")
+    task = task_part(base)  # copied once: each probe copies the task's part only, not Hydra's node (most of it)
+    _check_schema(task, "the pinned values")
     for key, dist in space.distributions.items():
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise SweeperError(f"search space: {key} is not a key of the config (check the spelling)")
         if OmegaConf.is_config(OmegaConf.select(base, key)):
             raise SweeperError(f"search space: {key} is a config group or section, not a single value")
         for value in _extremes(dist):
-            probe = base.copy()
+            within_task = key.split(".", 1)[0] in task
+            probe = (task if within_task else base).copy()
             try:
                 with read_write(probe):
                     OmegaConf.update(probe, key, value, merge=False)
             except Exception as exc:
                 raise SweeperError(f"search space: {key}={value!r} does not fit the config: {one_line(exc)}") from None
-            _check_schema(probe, f"search space value {key}={value!r}")
+            _check_schema(probe if within_task else task_part(probe), f"search space value {key}={value!r}")
     return base
 
 
@@ -90,10 +92,11 @@ def preflight(dotpath: Optional[str], base: DictConfig, space: _search_space.Sea
         check = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise SweeperError(f"hydra.sweeper.preflight={dotpath}: cannot import it ({one_line(exc)})") from None
-    extras = _run(check, task_part(base), "the pinned values")
+    task = task_part(base)
+    extras = _run(check, task.copy(), "the pinned values")
     for key, dist in space.distributions.items():
         for value in _extremes(dist):
-            probe = task_part(base)
+            probe = task.copy()
             with read_write(probe):
                 OmegaConf.update(probe, key, value, merge=False)
             _run(check, probe, f"search space value {key}={value!r}")
