@@ -7,10 +7,11 @@ import types
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hydra_plugins.optuna_mlflow_sweeper._launch import override_dirname
+from hydra_plugins.optuna_mlflow_sweeper._launch import is_leaf, override_dirname
 from hydra_plugins.optuna_mlflow_sweeper._loop import surplus
 from hydra_plugins.optuna_mlflow_sweeper._tell import kept, links_of, objective_of
 from hydra_plugins.optuna_mlflow_sweeper._trials import (
@@ -96,6 +97,17 @@ def test_override_dirname_is_hydras_rule():
     assert override_dirname(parsed, rule) == "a=1,b=2"
     assert override_dirname(parsed, types.SimpleNamespace(exclude_keys=[], item_sep="_", kv_sep=":")) == \
         "a:1_b:2_seed:3"
+
+
+def test_a_leaf_is_found_without_resolving_it():
+    """A job's folder interpolates hydra.job.num, which a template does not have yet: it is a leaf all the same."""
+    config = OmegaConf.create({"hydra": {"job": {"num": "???"}, "sweep": {"subdir": "${hydra.job.num}"}},
+                               "model": {"depth": None, "trees": 5, "inner": {"x": 1}}, "looks": [1, 2]})
+    OmegaConf.set_struct(config, True)
+    for key in ("hydra.sweep.subdir", "hydra.job.num", "model.depth", "model.trees", "model.inner.x"):
+        assert is_leaf(config, key), key
+    for key in ("model.inner", "model", "model.absent", "absent.x", "looks.0", "model.trees.x"):
+        assert not is_leaf(config, key), key
 
 
 def test_values_are_shown_with_their_spread_and_surplus_trials_are_not_counted():

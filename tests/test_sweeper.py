@@ -461,17 +461,19 @@ def test_objective_is_named_in_the_study(stores):
     assert optuna.load_study(study_name="named", storage=stores.storage).metric_names == ["val_pr_auc"]
 
 
-def test_composing_once_gives_each_job_the_config_hydra_composes(tmp_path):
-    """hydra.sweeper.compose_once (the default) copies the first trial's config instead of composing each trial's
-    again: every job's config, overrides and Hydra config are the ones Hydra's own composition gives."""
+@pytest.mark.parametrize("n_trials", [1, 3])
+def test_composing_once_gives_each_job_the_config_hydra_composes(tmp_path, n_trials):
+    """hydra.sweeper.compose_once (the default) starts each job from a config composed already (the pinned config,
+    the first trial's) instead of composing it again: every job's config, overrides and Hydra config are the ones
+    Hydra's own composition gives. One trial: the final stage starts from a trial that never ran a second time."""
     from tests.helpers.stores import Stores
 
     for mode in ("true", "false"):
         (tmp_path / mode).mkdir()
-        out = sweep(Stores.at(tmp_path / mode), "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=same",
+        out = sweep(Stores.at(tmp_path / mode), f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.study_name=same",
                     f"hydra.sweeper.compose_once={mode}", "registry.enabled=true")
         assert out.returncode == 0, out.stderr
-    for job in ("0", "1", "2", "final"):
+    for job in (*map(str, range(n_trials)), "final"):
         for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
             fast, full = ((tmp_path / m / "sweep" / job / ".hydra" / name).read_text().replace(str(tmp_path / m), "X")
                           for m in ("true", "false"))

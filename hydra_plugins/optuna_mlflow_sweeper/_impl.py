@@ -113,6 +113,7 @@ class OptunaMlflowSweeperImpl(Sweeper):
         space = _space_check.build(dict(s.params), arguments, s.job_context)
         check_options(s, dict(space.distributions))
         base = _space_check.pinned_config(self.hydra_context.config_loader, self.config, space)
+        self.launcher.seed(base, space.pinned_overrides)  # the first trial adds plain values to it
         extras = _space_check.preflight(s.preflight, base, space)
         if enabled(s.final.enabled):
             _space_check.check_final(s.preflight, self.hydra_context.config_loader, self.config, space,
