@@ -34,10 +34,10 @@ def sweep(stores: Stores, *overrides: str):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """Two sweeps into one store: a decent model, then a worse one pinned to a single stump."""
+    """Two sweeps into one store: a decent model (with plots), then a worse one pinned to a single stump."""
     root = tmp_path_factory.mktemp("registry")
     stores = Stores(root, f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}", root / "sweep1")
-    first = sweep(stores, "hydra.sweeper.n_trials=2", "model.max_depth=8")
+    first = sweep(stores, "hydra.sweeper.n_trials=2", "model.max_depth=8", "mlflow.log_plots=true")
     assert first.returncode == 0, first.stderr
     second_stores = Stores(root, stores.tracking_uri, stores.storage, root / "sweep2")
     second = sweep(second_stores, "hydra.sweeper.n_trials=2", "model.max_depth=1", "model.n_estimators=1",
@@ -70,6 +70,14 @@ def test_best_trial_is_packaged_under_the_parent(registry):
     plots = {a.path for a in client.list_artifacts(packaged.info.run_id, "test_plots")}
     assert {"test_plots/confusion_matrix.png", "test_plots/precision_recall_curve.png"} <= plots
     assert "test_pr_auc = " in first.stdout and "95% bootstrap interval" in first.stdout  # a result: stdout
+
+
+def test_mlflow_log_plots_false_holds_for_the_packaged_run_too(registry):
+    stores, _, _ = registry  # the second sweep ran with mlflow.log_plots=false
+    res = yaml.safe_load((stores.root / "sweep2" / "optimization_results.yaml").read_text())
+    client = stores.client()
+    assert client.get_run(res["final_run_id"]).info.status == "FINISHED"
+    assert client.list_artifacts(res["final_run_id"], "test_plots") == []
 
 
 def test_first_model_becomes_champion_and_loads_from_its_alias(registry):

@@ -101,7 +101,7 @@ class Jobs:
             config = self._with_values(prefix[0].copy(), parsed)
         else:
             config = self._context.config_loader.load_sweep_config(self._config, overrides)
-        self._templates.setdefault(keys, (config.copy(), parsed))
+        self._templates.setdefault(keys, (config, parsed))  # (jobs run one at a time: the next sets its values)
         return config
 
     def _reusable(self, template: tuple[DictConfig, list[Any]], parsed: list[Any]) -> bool:

@@ -74,7 +74,8 @@ def run(cfg: Config, raw_cfg: DictConfig) -> dict[str, Any]:
         returned = {"test_pr_auc": test.pr_auc, "test_pr_auc_ci_low": test.pr_auc_ci_low,
                     "test_pr_auc_ci_high": test.pr_auc_ci_high, "test_roc_auc": test.roc_auc, **money.metrics()}
         mlflow.log_metrics(tracking.shown_metrics({**returned, "fit_seconds": test.fit_seconds}))
-        tracking.log_figures(_figures(cfg, data, parts, test, money, trial), folder="test_plots")
+        if cfg.mlflow.log_plots:
+            tracking.log_figures(_figures(cfg, data, parts, test, money, trial), folder="test_plots")
         _print(cfg, data, parts, test, money)
         uses = ledger.position(look)
         rows = gate.TestRows.of(data.X[parts.test], data.y[parts.test], prepared.amounts(data)[parts.test],
