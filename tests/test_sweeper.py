@@ -455,10 +455,12 @@ def test_failure_budget_counts_this_invocation_only(stores):
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
 
 
-def test_objective_is_named_in_the_study(stores):
-    out = sweep(stores, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=named")
+def test_objective_is_named_in_the_study_and_log_plots_false_draws_no_plot(stores):
+    out = sweep(stores, "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=named")  # QUIET: mlflow.log_plots=false
     assert out.returncode == 0, out.stderr
     assert optuna.load_study(study_name="named", storage=stores.storage).metric_names == ["val_pr_auc"]
+    (parent,) = runs(stores, "hyperparameter_sweep")
+    assert stores.client().list_artifacts(parent.info.run_id, "optuna") == []  # nor Optuna's, on the parent
 
 
 @pytest.mark.parametrize("n_trials", [1, 3])

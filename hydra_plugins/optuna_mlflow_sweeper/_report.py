@@ -82,7 +82,8 @@ def finish(state: SweepState, stop_reason: StopReason) -> dict[str, Any]:
     if not state.runs.down:
         for key, value in number.items():
             state.runs.client.log_metric(state.runs.parent_id, f"n_trials_{key[2:]}", value)
-        log_plots(state)
+        if state.settings.log_plots:
+            log_plots(state)
     return write_results(state, stop_reason)
 
 

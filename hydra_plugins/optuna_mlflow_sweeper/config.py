@@ -104,6 +104,8 @@ class OptunaMlflowSweeperConf:
     progress_metrics: list[str] = field(default_factory=list)
     # Tags on every run the sweeper creates (parent, trials, final stage).
     run_tags: dict[str, str] = field(default_factory=dict)
+    # Optuna's plots on the parent run (history, importances, parallel coordinates; ~0.2 s a sweep).
+    log_plots: bool = True
     identity: StudyIdentityConf = field(default_factory=StudyIdentityConf)
     # The config node through which each job learns its study, trial and run (a job.JobContext in the app's schema).
     job_context: str = "sweep"
