@@ -106,7 +106,7 @@ def test_a_leaf_is_found_without_resolving_it():
     OmegaConf.set_struct(config, True)
     for key in ("hydra.sweep.subdir", "hydra.job.num", "model.depth", "model.trees", "model.inner.x"):
         assert is_leaf(config, key), key
-    for key in ("model.inner", "model", "model.absent", "absent.x", "looks.0", "model.trees.x"):
+    for key in ("model.inner", "model", "model.absent", "absent.x", "looks.0", "model.trees.x", "hydra/launcher"):
         assert not is_leaf(config, key), key
 
 

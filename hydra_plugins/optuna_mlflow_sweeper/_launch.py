@@ -34,7 +34,7 @@ def override_dirname(overrides: Sequence[Any], rule: Any) -> str:
 
 def is_leaf(config: DictConfig, key: str) -> bool:
     """``key`` names an existing leaf of ``config``, found without resolving it (a job's folder interpolates
-    ``hydra.job.num``, which a template does not have yet). Pure."""
+    ``hydra.job.num``, which a template does not have yet). A group's key (``hydra/launcher``) is none. Pure."""
     parent_key, _, last = key.rpartition(".")
     parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
     if not isinstance(parent, DictConfig) or last not in parent.keys():
@@ -131,7 +131,7 @@ class Jobs:
         """A value the copy can take as Hydra would set it: a plain change of an existing leaf of the task config,
         or of Hydra's ``hydra.sweep`` (the job's folder, read by run_job only, after composition)."""
         key = override.key_or_group
-        if override.type != OverrideType.CHANGE or override.package or "/" in key or override.is_sweep_override():
+        if override.type != OverrideType.CHANGE or override.package or override.is_sweep_override():
             return False
         if override.is_hydra_override() and not key.startswith("hydra.sweep."):
             return False
