@@ -21,7 +21,14 @@ from hydra_plugins.optuna_mlflow_sweeper._search_space import SearchSpace
 from hydra_plugins.optuna_mlflow_sweeper._state import SweepState
 from hydra_plugins.optuna_mlflow_sweeper._worker import WORKER_ATTR, Worker
 from hydra_plugins.optuna_mlflow_sweeper.config import ObjectiveConf, OptunaMlflowSweeperConf
-from hydra_plugins.optuna_mlflow_sweeper.job import RUN_ATTR, open_experiment
+from hydra_plugins.optuna_mlflow_sweeper.job import (
+    PRUNER_ATTR,
+    RUN_ATTR,
+    START_ATTR,
+    JobContext,
+    TrialLink,
+    open_experiment,
+)
 
 DEAD = {"host": os.uname().nodename, "pid": 2**22 + 11, "invocation": "long-gone"}  # no such process
 
@@ -212,3 +219,39 @@ def test_a_store_left_with_a_hot_journal_by_a_killed_process_is_still_recognised
     subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(db), tables], check=False)
     assert (tmp_path / f"{tool}.db-journal").exists()  # the killed transaction's hot journal
     check_sqlite(f"sqlite:///{db}", "key", tool)  # recognised, no error
+
+
+def test_the_configured_trial_sets_the_bar_at_each_rung_and_is_never_pruned_below_another(tmp_path):
+    """Successive halving counts at a rung only the trials that asked the pruner there: the configured trial asks
+    too. A later trial worse than it at the first rung is pruned there (it was promoted, as alone at the rung, and
+    ran to the end); and a configured trial that reaches a rung below another trial's value goes on."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def study_with(start_values, other_values, start_first):
+        name = f"s{len(optuna.get_all_study_names(storage))}"
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study.set_user_attr(PRUNER_ATTR, {"name": "successive_halving",
+                                          "options": {"min_resource": 1, "reduction_factor": 3}})
+        outcome = {}
+        order = [("start", start_values), ("other", other_values)]
+        for who, values in order if start_first else order[::-1]:
+            trial = study.ask()
+            if who == "start":
+                trial.set_user_attr(START_ATTR, True)
+            link = TrialLink(JobContext(study_name=name, storage=storage, trial_number=trial.number))
+            try:
+                for step, value in zip((1, 3, 9), values, strict=True):
+                    link.report(step, value)
+                study.tell(trial, values[-1])
+                outcome[who] = "complete"
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                outcome[who] = f"pruned at {max(study.trials[trial.number].intermediate_values)}"
+        return outcome
+
+    assert study_with([0.8, 0.85, 0.9], [0.5, 0.95, 0.99], start_first=True) == {"start": "complete",
+                                                                                "other": "pruned at 1"}
+    assert study_with([0.8, 0.85, 0.9], [0.9, 0.95, 0.99], start_first=True) == {"start": "complete",
+                                                                                "other": "complete"}
+    assert study_with([0.8, 0.85, 0.9], [0.9, 0.95, 0.99], start_first=False) == {"other": "complete",
+                                                                                 "start": "complete"}

@@ -116,12 +116,15 @@ class TrialLink:
 
     def report(self, step: int, value: float, what: str = "", decide: bool = True) -> None:
         """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop (asked only with
-        ``decide``: a job's last step has nothing left to save; never for the configured values' trial)."""
+        ``decide``: a job's last step has nothing left to save). The configured values' trial asks too and is never
+        pruned."""
         import optuna
 
         check_interrupted()  # a Ctrl-C or SIGTERM a library swallowed stops the job here, between two steps
         self.trial.report(value, step)
-        if decide and not self.is_start and self.trial.should_prune():
+        # The configured trial asks too, and goes on whatever the answer: asking is what records its value at a
+        # rung (successive halving), so that it sets the bar there that the other trials must meet.
+        if decide and self.trial.should_prune() and not self.is_start:
             where = what or f"step {step}"
             self.trial.set_user_attr(PARTIAL_ATTR, [where, value])  # not comparable with finished trials' values
             raise optuna.TrialPruned(f"pruned after {where} (value so far {value:.4f})")
