@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.optuna_mlflow_sweeper import _claim, _study
+from hydra_plugins.optuna_mlflow_sweeper import _claim, _final, _study
 from hydra_plugins.optuna_mlflow_sweeper._errors import SweeperError
 from hydra_plugins.optuna_mlflow_sweeper._heartbeat import Periodic
 from hydra_plugins.optuna_mlflow_sweeper._repair import repair
@@ -180,6 +180,19 @@ def test_only_one_worker_holds_the_final_stage_claim_and_the_markers_go_when_it_
     assert third is not None and third.study_name.endswith("attempt-2")
     _claim.release(storage, "s", 3)
     assert optuna.get_all_study_names(storage) == ["s"]
+
+
+def test_the_final_stage_is_recorded_done_when_another_worker_removed_its_marker_first(state):
+    """Three workers on one study (CI, 2026-12-03): as the holder of the final stage's claim ended its run FINISHED,
+    another worker saw that run, recorded the stage as done and removed the markers; the holder's own write to its
+    marker then failed with "Record does not exist" and the worker ended in a traceback."""
+    marker = _claim.acquire(state.storage, "repair", 3, Worker(), grace_period=60)
+    run_id = state.runs.create_child("best_model_packaged", "model_packaging", "repair", 3)
+    _claim.release(state.storage, "repair", 3)  # what the other worker does once it sees the FINISHED run
+    _final.record_done(state, marker, 3, run_id)
+    assert state.study.user_attrs[_final.FINAL_ATTR] == {"trial_number": 3, "run_id": run_id}
+    assert state.runs.client.get_run(run_id).info.status == "FINISHED"
+    assert optuna.get_all_study_names(state.storage) == ["repair"]  # no marker left behind
 
 
 def test_the_heartbeat_thread_is_joined_when_its_block_ends():

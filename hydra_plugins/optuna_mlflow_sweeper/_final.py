@@ -3,6 +3,7 @@ run by exactly one worker (see _claim), as a child run of the parent. Runs again
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ._claim import acquire, keepalive, release
@@ -59,17 +60,25 @@ def run_final(state: SweepState, launcher: Any, results: dict[str, Any]) -> None
         if isinstance(exc, SweeperError):
             raise exc
         raise SweeperError(f"the final stage ({s.final.run_name}) failed: {one_line(exc)}")
-    state.runs.end(run_id, RunStatus.FINISHED, {})
-    record = {"trial_number": best.number, "run_id": run_id}
-    marker.set_user_attr("done", record)
-    state.study.set_user_attr(FINAL_ATTR, record)
-    release(state.storage, state.study.study_name, best.number)
+    record_done(state, marker, best.number, run_id)
     results["final_run_id"] = run_id
     if kept(returned):
         results["final"] = kept(returned)
     if links_of(returned):
         results["final_links"] = links_of(returned)
     save_results(state, results)
+
+
+def record_done(state: SweepState, marker: Any, number: int, run_id: str) -> None:
+    """The stage's run FINISHED, then the record in its marker and in the study, then the markers removed. Another
+    worker that sees the FINISHED run in between records it as done and removes the markers itself (_already_done):
+    the marker may be gone when this worker writes to it, and then there is nothing left to write there."""
+    state.runs.end(run_id, RunStatus.FINISHED, {})
+    record = {"trial_number": number, "run_id": run_id}
+    with contextlib.suppress(KeyError):  # the marker study, deleted by that other worker
+        marker.set_user_attr("done", record)
+    state.study.set_user_attr(FINAL_ATTR, record)
+    release(state.storage, state.study.study_name, number)
 
 
 def _already_done(state: SweepState, number: int, results: dict[str, Any]) -> bool:
