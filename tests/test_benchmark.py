@@ -89,10 +89,16 @@ def test_the_peer_comparison_runs_every_phase(tmp_path):
     assert r["peer"]["candidates_per_iteration"][0] == 4 and r["peer"]["best"] > 0
     assert r["serial"]["n_trials"] == 4 and r["parallel"]["n_trials"] == 4 and r["parallel"]["workers"] == 2
     assert 1 <= r["converged"]["n_trials"] <= 4
+    # fitting work: the configured trial (10 trees) grew looks at 1/9 and 1/3 of fold 1's rows, then three folds
+    configured = r["serial"]["trials"][0]
+    assert configured["state"] == "COMPLETE" and configured["tree_folds"] == pytest.approx(10 * (1 / 9 + 1 / 3 + 3))
+    assert r["serial"]["tree_folds"] == pytest.approx(sum(t["tree_folds"] for t in r["serial"]["trials"]))
+    assert r["peer"]["tree_folds"] > 0 and r["wide_peer"]["tree_folds"] > 0
     assert set(r["rescored"]) == {"peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks"}
     assert set(r["looks"]["spearman_with_final"]) >= {"1/9 of fold 1's rows", "1/3 of fold 1's rows"}
     for row in ("HalvingRandomSearchCV (peer)", "ours, one trial at a time", "ours, two workers x one core",
-                "ours, stop_when_converged=true", "wide space: ours (start_from_config=false)", "Rank correlation"):
+                "ours, stop_when_converged=true", "wide space: ours (start_from_config=false)", "Rank correlation",
+                "fitting work (tree-folds)"):
         assert row in proc.stdout
 
 

@@ -6,31 +6,14 @@ exists"), and a process interrupted half-way can leave a store every later comma
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.cli import ROOT
 from tests.helpers.stores import QUIET, Stores
-from tests.helpers.sweeps import sweep
+from tests.helpers.sweeps import sweep, together
 
 pytestmark = pytest.mark.slow
-
-
-def together(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
-    """Start every command at the same moment and wait for all of them."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    procs = [subprocess.Popen([sys.executable, "-m", *cmd], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for cmd in commands]
-    done = []
-    for cmd, proc in zip(commands, procs, strict=True):
-        out, err = proc.communicate(timeout=600)
-        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
-    return done
 
 
 @pytest.mark.parametrize("round_, processes", [(1, 2), (2, 2), (3, 2), (4, 3), (5, 3)])

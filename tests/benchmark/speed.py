@@ -57,6 +57,7 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
     best = max(complete, key=lambda r: (r.data.metrics["val_pr_auc"],  # ties: the first trial, as the sweeper
                                         -int(r.data.tags.get("optuna.trial_number", 0)))) if complete else None
     duration = (parent.info.end_time - parent.info.start_time) / 1000
+    work = fitting_work(client, trials)
     return {
         "parent_seconds": duration,
         "fit_seconds": sum(fit),
@@ -74,9 +75,28 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
                            "value": r.data.metrics.get("val_pr_auc"), "std": r.data.metrics.get("val_pr_auc_std"),
                            "params": {k: r.data.params.get(k) for k in ("n_estimators", "max_depth",
                                                                         "min_samples_split", "min_samples_leaf")},
-                           "fit_seconds": r.data.metrics.get("fit_seconds")} for r in trials),
+                           "fit_seconds": r.data.metrics.get("fit_seconds"),
+                           "tree_folds": work.get(r.info.run_id)} for r in trials),
                           key=lambda t: t["number"]),
+        "tree_folds": sum(work.values()) if work else None,
     }
+
+
+def fitting_work(client, trials: list) -> dict[str, float]:
+    """Each trial's fitting work in tree-folds, by run id: its trees times the share of a fold each look or fold grew
+    (a look at 1/9 of fold 1's rows counts 1/9), from the steps its run logged. Host-independent, unlike a wall; a
+    trial that took an earlier twin's result logged no step and costs 0. Steps count rows in units of the first
+    look, so a look's share is its step over fold 1's (the same step in every trial); empty if no trial reached
+    fold 1 (nothing to scale the looks by)."""
+    histories = {r.info.run_id: {name: {m.step for m in client.get_metric_history(r.info.run_id, name)}
+                                 for name in ("val_pr_auc_row_look", "val_pr_auc_running_mean")} for r in trials}
+    fold_steps = [min(h["val_pr_auc_running_mean"]) for h in histories.values() if h["val_pr_auc_running_mean"]]
+    if not fold_steps:
+        return {}
+    fold_one = min(fold_steps)
+    trees = {r.info.run_id: float(r.data.params.get("n_estimators", 0)) for r in trials}
+    return {run: trees[run] * (sum(s / fold_one for s in h["val_pr_auc_row_look"]) + len(h["val_pr_auc_running_mean"]))
+            for run, h in histories.items()}
 
 
 def _composed(data_args: list[str], *overrides: str):
