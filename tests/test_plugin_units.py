@@ -182,6 +182,28 @@ def test_only_one_worker_holds_the_final_stage_claim_and_the_markers_go_when_it_
     assert optuna.get_all_study_names(storage) == ["s"]
 
 
+def test_a_claim_read_while_its_holder_writes_it_is_not_taken_over(tmp_path):
+    """Three workers on one study (2026-12-03): one read the holder's new marker between its two writes (worker,
+    then heartbeat), took the missing heartbeat for a stale claim, took the next attempt and ran the final stage
+    beside the holder: two packaged runs of one trial, started 66 ms apart."""
+    storage = _study.open_storage(f"sqlite:///{tmp_path / 'o.db'}", 1, 2)
+    optuna.create_study(study_name="s", storage=storage)
+    holder = Worker(pid=os.getppid())  # a live process of this host
+    marker = optuna.create_study(study_name=_claim.marker_name("s", 3, 0), storage=storage)
+    marker.set_user_attr("worker", holder.as_attr())  # the holder's first write; its heartbeat follows
+    beat = threading.Timer(0.5, lambda: marker.set_user_attr("heartbeat", time.time()))
+    beat.start()
+    assert _claim.acquire(storage, "s", 3, Worker(), grace_period=2) is None
+    beat.join()
+    assert optuna.get_all_study_names(storage) == ["s", "s::final-trial-3::attempt-0"]
+    # A holder of another host that died between its two writes: once the grace period is over, the claim is free.
+    optuna.delete_study(study_name=marker.study_name, storage=storage)
+    gone = optuna.create_study(study_name=_claim.marker_name("s", 3, 0), storage=storage)
+    gone.set_user_attr("worker", {"host": "another-host", "pid": 1, "invocation": "died-writing"})
+    taken = _claim.acquire(storage, "s", 3, Worker(), grace_period=2)
+    assert taken is not None and taken.study_name == "s::final-trial-3::attempt-1"
+
+
 def test_the_final_stage_is_recorded_done_when_another_worker_removed_its_marker_first(state):
     """Three workers on one study (CI, 2026-12-03): as the holder of the final stage's claim ended its run FINISHED,
     another worker saw that run, recorded the stage as done and removed the markers; the holder's own write to its

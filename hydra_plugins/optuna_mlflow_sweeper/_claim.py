@@ -53,16 +53,19 @@ def acquire(storage: optuna.storages.BaseStorage, study_name: str, number: int, 
 
 
 def _info(storage: optuna.storages.BaseStorage, name: str, grace_period: float) -> Optional[dict]:
-    """The claim's record (None if the marker is gone); a marker still empty after the grace period belongs to a
-    worker that died between creating it and writing its record."""
+    """The claim's record (None if the marker is gone), read once it is whole: its holder writes the worker, then
+    the heartbeat, and a record read between the two has no heartbeat, which is not a stale one. A record still not
+    whole after the grace period belongs to a worker that died while writing it."""
     deadline = time.monotonic() + grace_period
     while True:
         try:
             info = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
         except KeyError:
             return None
-        if info or time.monotonic() > deadline:
-            return info or {"heartbeat": 0.0}
+        if "heartbeat" in info:
+            return info
+        if time.monotonic() > deadline:
+            return {**info, "heartbeat": 0.0}
         time.sleep(0.5)
 
 
