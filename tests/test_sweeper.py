@@ -173,6 +173,9 @@ def test_pinned_value_is_never_sampled(stores):
     study = only_study(stores)
     assert all("model.max_depth" not in t.params for t in study.trials)
     assert "first trial:" not in out.stderr and "fixed_params" not in study.trials[0].system_attrs
+    # No configured trial in this study, not one yet to finish: the progress line says which (2026-12-03).
+    assert "this study has no trial of the configured values: no paired evidence" in out.stderr
+    assert "the configured trial had not finished" not in out.stderr
     assert {r.data.params["max_depth"] for r in runs(stores, "hyperparameter_tuning")} == {"3"}
     (parent,) = runs(stores, "hyperparameter_sweep")
     assert '"model.max_depth": 3' in parent.data.tags["pinned"]

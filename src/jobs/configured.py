@@ -8,8 +8,8 @@ returns the mean paired difference with a 95 % bootstrap interval, in AP and in 
 by every configuration (±0.045 AP between folds against ~0.015 between configurations): pairing removes it, so the
 interval is the noise that matters when choosing between two configurations.
 
-A trial that completes before the configured one (several workers) has no evidence: it says so, and the sweeper
-does not take it for better.
+A trial that completes before the configured one (several workers), or in a study without one
+(``start_from_config=false``), has no evidence: it says which, and the sweeper does not take it for better.
 """
 
 from __future__ import annotations
@@ -97,9 +97,17 @@ def for_trial(link: Optional[TrialLink], cfg: Config, y: np.ndarray, amount: np.
         return {}, ""
     _, start = reference(link)
     if start is None:
-        return {}, "the configured trial had not finished: no paired evidence"
+        return {}, missing(link.trial.study.get_trials(deepcopy=False))
     found = evidence(cfg, y, amount, result, start)
     return found, "" if found else "other folds than the configured trial's: no paired evidence"
+
+
+def missing(trials: list) -> str:
+    """Why there is no evidence: the configured trial is yet to finish (several workers), or the study has none
+    (``hydra.sweeper.start_from_config=false``): the trial that takes the configured values is marked when asked."""
+    if any(t.user_attrs.get(START_ATTR) for t in trials):
+        return "the configured trial had not finished: no paired evidence"
+    return "this study has no trial of the configured values: no paired evidence"
 
 
 KEYS = tuple(f"{n}_vs_configured{s}" for n in NAMES for s in ("", "_low", "_high"))
