@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.benchmark.peer import at_half
+from tests.benchmark.speed import best_within
 from tests.helpers.cli import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.benchmark]
@@ -94,12 +96,35 @@ def test_the_peer_comparison_runs_every_phase(tmp_path):
     assert configured["state"] == "COMPLETE" and configured["tree_folds"] == pytest.approx(10 * (1 / 9 + 1 / 3 + 3))
     assert r["serial"]["tree_folds"] == pytest.approx(sum(t["tree_folds"] for t in r["serial"]["trials"]))
     assert r["peer"]["tree_folds"] > 0 and r["wide_peer"]["tree_folds"] > 0
-    assert set(r["rescored"]) == {"peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks"}
+    bests = {"peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks"}
+    halves = {f"{k} half {b}" for k in ("serial", "wide") for b in ("wall", "work")}
+    assert bests <= set(r["rescored"]) <= bests | halves
+    # had our studies stopped at half the peer's wall or work: the best of the trials ended by then, never better
+    for key, peer in (("serial", "peer"), ("wide", "wide_peer")):
+        x = r[key]
+        assert best_within(x["trials"], x["launched"])["value"] == x["best"]
+        for budget, t in at_half(r)[key].items():
+            assert t is None or (t["value"] <= x["best"] and f"{key} {budget}" in r["rescored"])
+        wall = at_half(r)[key]["half wall"]
+        assert wall is None or wall["ended_after"] <= r[peer]["wall"] / 2
     assert set(r["looks"]["spearman_with_final"]) >= {"1/9 of fold 1's rows", "1/3 of fold 1's rows"}
     for row in ("HalvingRandomSearchCV (peer)", "ours, one trial at a time", "ours, two workers x one core",
                 "ours, stop_when_converged=true", "wide space: ours (start_from_config=false)", "Rank correlation",
                 "fitting work (tree-folds)"):
         assert row in proc.stdout
+
+
+def test_a_studys_best_within_a_budget_is_the_best_of_the_trials_ended_by_then():
+    def trial(number, ended, work, value):
+        return {"number": number, "ended": ended, "tree_folds": work, "value": value, "params": {}}
+
+    trials = [trial(0, 110, 30, 0.70), trial(1, 120, 5, None), trial(3, 200, 50, 0.80), trial(2, 150, 40, 0.75)]
+    assert best_within(trials, 100)["number"] == 3  # no budget: the study's best (trial 1 was pruned)
+    assert best_within(trials, 100, seconds=50)["number"] == 2  # trial 3 ended 100 s after the start
+    assert best_within(trials, 100, seconds=5) is None
+    assert best_within(trials, 100, tree_folds=74)["number"] == 0  # trial 2 brings the work to 75
+    by = best_within(trials, 100, tree_folds=75)
+    assert by["number"] == 2 and by["tree_folds_by_then"] == 75 and by["ended_after"] == 50
 
 
 def test_the_looks_comparison_scores_every_look_as_is_and_scaled(tmp_path):

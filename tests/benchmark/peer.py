@@ -15,7 +15,9 @@ Phases (``--phases``, all by default), each into a private temporary store:
   leaves of up to 100 rows), ours with ``hydra.sweeper.start_from_config=false`` (nothing handed to it);
 - looks: trials of the wide space run to the end (no pruner) with the row looks recorded: how well each look
   ranks the trials (Spearman's correlation with the final objective);
-- rescore: each phase's best configuration scored on other folds (3-fold CV of the training split with another
+- after the table, for our default and wide studies: the best trial they had by half the peer's wall and by half
+  its fitting work (the target: as good a model in half the time), had they been stopped there;
+- rescore: each phase's best configuration (and those halves' bests) scored on other folds (3-fold CV of the training split with another
   shuffle seed), so that "a tie" is judged on folds no search has seen. The test split is never used.
 
 Wall times are the commands' own; CPU utilisation is the children's user + system time over wall x cores.
@@ -34,13 +36,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.benchmark.speed import ROOT, sweep_stats
+from tests.benchmark.speed import ROOT, best_within, sweep_stats
 
 PHASES = ("peer", "serial", "parallel", "converged", "wide_peer", "wide", "looks", "rescore")
 # A wide space where a gradient exists (shallow trees and big leaves lose AP): the search has something to find.
 WIDE = {"model.n_estimators": "range(50,501,step=50)", "model.max_depth": "choice(2,3,4,6,8,12,16,24,none)",
         "model.min_samples_split": "range(2,101)", "model.min_samples_leaf": "range(1,101)"}
 KEYS = ("n_estimators", "max_depth", "min_samples_split", "min_samples_leaf")
+PAIRS = {"serial": "peer", "wide": "wide_peer"}  # our study and the peer it is held against
 
 
 def _cpu() -> float:
@@ -109,7 +112,7 @@ def study(store: Path, name: str, data_args: list[str], *extra: str, workers: in
     common = ["--multirun", *data_args, f"mlflow.tracking_uri={tracking}", "registry.enabled=false",
               f"hydra.sweeper.storage=sqlite:///{store / 'optuna.db'}", f"hydra.sweeper.study_name={name}", *extra]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cpu, start = _cpu(), time.perf_counter()
+    cpu, start, launched = _cpu(), time.perf_counter(), time.time()
     procs = [subprocess.Popen([sys.executable, "-m", "src.train", *common, f"hydra.sweep.dir={store / name / str(i)}"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(workers)]
@@ -121,7 +124,8 @@ def study(store: Path, name: str, data_args: list[str], *extra: str, workers: in
     stats = sweep_stats(tracking, name)
     stats.pop("trial_fit_seconds", None)
     stderr = "\n".join(err for _, err in outputs)
-    stats.update(wall=wall, workers=workers, cpu_utilisation=(_cpu() - cpu) / wall / (os.cpu_count() or 1),
+    stats.update(wall=wall, launched=launched, workers=workers,
+                 cpu_utilisation=(_cpu() - cpu) / wall / (os.cpu_count() or 1),
                  stopped=[line for line in stderr.splitlines() if line.startswith("stopping early:")],
                  progress=[line for line in stderr.splitlines() if line.startswith("trial ")])
     return stats
@@ -234,6 +238,8 @@ def main() -> int:
             elif phase == "rescore":
                 bests = {k: r["best_params"] for k, r in results.items()
                          if isinstance(r, dict) and r.get("best_params")}
+                bests.update({f"{k} {budget}": t["params"] for k, by in at_half(results).items()
+                              for budget, t in by.items() if t})
                 seen: dict[str, dict] = {}
                 for key, params in bests.items():
                     label = json.dumps({k: str(params[k]) for k in KEYS})
@@ -244,6 +250,18 @@ def main() -> int:
     print(render(results))
     save()
     return 0
+
+
+def at_half(r: dict) -> dict[str, dict[str, dict | None]]:
+    """Per study held against a peer in this run: its best complete trial by half the peer's wall and by half the
+    peer's fitting work, had it been stopped there (the target: a model as good as the peer's in half its time)."""
+    out = {}
+    for ours, peer in PAIRS.items():
+        if ours in r and peer in r and "trials" in r[ours] and "launched" in r[ours]:
+            x, p = r[ours], r[peer]
+            out[ours] = {"half wall": best_within(x["trials"], x["launched"], seconds=p["wall"] / 2),
+                         "half work": best_within(x["trials"], x["launched"], tree_folds=p["tree_folds"] / 2)}
+    return out
 
 
 def render(r: dict) -> str:
@@ -272,6 +290,18 @@ def render(r: dict) -> str:
         work = f"{x['tree_folds']:,.0f}" if x.get("tree_folds") is not None else "-"
         lines.append(f"| {name} | {x['wall']:.0f} | {trials} | {best} | {params} | {other} | {work} | "
                      f"{x['cpu_utilisation']:.0%} |")
+    for key, by in at_half(r).items():
+        lines.append("")
+        peer = r[PAIRS[key]]
+        spans = {"half wall": f"half the peer's wall ({peer['wall'] / 2:.0f} s)",
+                 "half work": f"half the peer's fitting work ({peer['tree_folds'] / 2:,.0f} tree-folds)"}
+        for budget, t in by.items():
+            again = r.get("rescored", {}).get(f"{key} {budget}")
+            lines.append(f"- {names[key]}, stopped at {spans[budget]}: " + (
+                "no complete trial by then" if t is None else
+                f"trial {t['number']} ({', '.join(str(t['params'][k]) for k in KEYS)}), {t['value']:.4f} on its "
+                f"folds" + (f", {again['ap']:.4f} ± {again['std']:.4f} on other folds" if again else "") +
+                f" (ended after {t['ended_after']:.0f} s and {t['tree_folds_by_then']:,.0f} tree-folds)"))
     if "looks" in r:
         rho = r["looks"]["spearman_with_final"]
         lines += ["", f"Rank correlation (Spearman) with the final objective, {r['looks']['n_complete_looks']} "

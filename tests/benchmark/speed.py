@@ -76,10 +76,26 @@ def sweep_stats(tracking_uri: str, study_name: str) -> dict:
                            "params": {k: r.data.params.get(k) for k in ("n_estimators", "max_depth",
                                                                         "min_samples_split", "min_samples_leaf")},
                            "fit_seconds": r.data.metrics.get("fit_seconds"),
+                           "ended": (r.info.end_time or r.info.start_time) / 1000,
                            "tree_folds": work.get(r.info.run_id)} for r in trials),
                           key=lambda t: t["number"]),
         "tree_folds": sum(work.values()) if work else None,
     }
+
+
+def best_within(trials: list[dict], since: float, seconds: float | None = None,
+                tree_folds: float | None = None) -> dict | None:
+    """The best complete trial of those that ended within a budget: of wall (``seconds`` after ``since``, an epoch)
+    or of fitting work (the tree-folds of every trial ended by then, in the order they ended). What the study had,
+    had it been stopped there; one worker (trials end in turn)."""
+    done, spent = [], 0.0
+    for t in sorted(trials, key=lambda t: t["ended"]):
+        spent += t["tree_folds"] or 0.0
+        if (seconds is not None and t["ended"] - since > seconds) or (tree_folds is not None and spent > tree_folds):
+            break
+        if t["value"] is not None:
+            done.append({**t, "ended_after": t["ended"] - since, "tree_folds_by_then": spent})
+    return max(done, key=lambda t: (t["value"], -t["number"]), default=None)
 
 
 def fitting_work(client, trials: list) -> dict[str, float]:
