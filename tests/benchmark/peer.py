@@ -17,8 +17,9 @@ Phases (``--phases``, all by default), each into a private temporary store:
   ranks the trials (Spearman's correlation with the final objective);
 - after the table, for our default and wide studies: the best trial they had by half the peer's wall and by half
   its fitting work (the target: as good a model in half the time), had they been stopped there;
-- rescore: each phase's best configuration (and those halves' bests) scored on other folds (3-fold CV of the training split with another
-  shuffle seed), so that "a tie" is judged on folds no search has seen. The test split is never used.
+- rescore: each phase's best configuration (and those halves' bests) scored on other folds (3-fold CV of the
+  training split with another shuffle seed), so that "a tie" is judged on folds no search has seen. The test split
+  is never used.
 
 Wall times are the commands' own; CPU utilisation is the children's user + system time over wall x cores.
 """
