@@ -1,7 +1,10 @@
 """Two or three first runs at once on a fresh folder: all succeed and leave stores that every later command opens.
 
 Without care both MLflow and Optuna race to create a fresh SQLite file's schema ("table _alembic_tmp_... already
-exists"), and a process interrupted half-way can leave a store every later command refuses.
+exists"), and a process interrupted half-way can leave a store every later command refuses. The processes are forked
+together from a forkserver (tests/helpers/sweeps.py: together), so they reach the stores within milliseconds of each
+other: with the creation care removed (``create_whole`` returning at once) every round of both tests failed, 7 of 7
+(2026-12-03), so two rounds each, of two and of three processes, are kept.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from tests.helpers.sweeps import sweep, together
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("round_, processes", [(1, 2), (2, 2), (3, 2), (4, 3), (5, 3)])
+@pytest.mark.parametrize("round_, processes", [(1, 2), (2, 3)])
 def test_first_single_runs_started_together_all_succeed(tmp_path, round_, processes):
     stores = Stores.at(tmp_path)
     runs = together([["src.train", *QUIET, *stores.overrides(), f"hydra.run.dir={tmp_path / f'run{i}'}"]

@@ -33,6 +33,8 @@ def test_the_plugin_installs_alone_and_sweeps_the_quadratic_app_with_nested_runs
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
                             timeout=120).stdout
     assert "hydra-optuna-mlflow-sweeper==0.2.0" in listed and "creditcardfraud" not in listed.lower()
+    names = {line.split("==")[0].lower() for line in listed.splitlines()}
+    assert "mlflow-skinny" in names and "mlflow" not in names  # MLflow's client: no UI, server or model flavours
 
     app = tmp_path / "app"
     shutil.copytree(ROOT / "tests" / "apps" / "quadratic", app, ignore=shutil.ignore_patterns("__pycache__"))
