@@ -1,11 +1,11 @@
 """Commands started together as processes of their own, forked from one forkserver whose imports are done.
 
-Invariants: each command runs in its own process (its own pid, memory, database connections and signals), as
-``python -m`` runs it (runpy, ``__main__``, its argv, cwd and environment, its exit handlers; its stdout and stderr are
-its own files);
-nothing of the test process is inherited (the forkserver is a fresh interpreter that has only imported the
+Invariants: each command runs in its own process (its own pid, memory, database connections and signals), as ``python
+-m`` runs it (runpy, ``__main__``, its argv, cwd and environment, its exit handlers; its stdout and stderr are its own
+files); nothing of the test process is inherited (the forkserver is a fresh interpreter that has only imported the
 modules below; importing them must start no thread and open nothing, as is so on 2026-12-03: after the imports the
-main thread is the only one); all are started before any is waited for. What is saved is the interpreter start and the imports, once per test process instead of once per command.
+main thread is the only one); all are started before any is waited for. What is saved is the interpreter start and the
+imports, once per test process instead of once per command.
 """
 
 from __future__ import annotations
