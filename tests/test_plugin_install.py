@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 import yaml
@@ -27,8 +28,11 @@ def test_the_plugin_installs_alone_and_sweeps_the_quadratic_app_with_nested_runs
                                                                                         "*.egg-info"))
     # --no-compile: pip would otherwise byte-compile every module of MLflow's dependency tree (most of the install's
     # time); the sweep below compiles only what it imports.
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-compile", str(source)],
-                               capture_output=True, text=True, timeout=900)
+    # ... with this suite's MLflow, which reads the stores afterwards (a newer MLflow writes a schema an older refuses)
+    pins = tmp_path / "constraints.txt"
+    pins.write_text(f"mlflow-skinny=={version('mlflow-skinny')}\n")
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--constraint",
+                                str(pins), str(source)], capture_output=True, text=True, timeout=900)
     assert installed.returncode == 0, installed.stderr[-3000:]
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
                             timeout=120).stdout
